@@ -1,0 +1,257 @@
+"""Finding and reading backbone weight files -- never from the network.
+
+Where weights are looked for, in order (the first existing file wins):
+
+1. the weights directory: the ``weights_dir`` argument / ``--weights-dir`` option, else the
+   ``FSSBENCH_WEIGHTS`` environment variable. Each backbone accepts its official file name(s)
+   (``WeightsSpec.filenames``, e.g. ``RN50.pt`` or ``resnet50-0676ba61.pth``) and, for any
+   backbone, ``<backbone-name>.safetensors`` / ``.pth`` / ``.pt`` (e.g. ``clip-rn50.safetensors``);
+2. the libraries' own caches, read-only: torch hub (``$TORCH_HOME/hub/checkpoints/<file>``,
+   by default ``~/.cache/torch/hub/checkpoints``), open_clip's OpenAI cache (``~/.cache/clip``)
+   and the Hugging Face hub cache (``$HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``);
+3. nothing else: with no file a ``MissingFileError`` names the file and where to put it.
+   Nothing is ever downloaded; random initialisation happens only on ``weights="random"``.
+
+File formats read by :func:`load_state_dict_file`: a plain state dict saved with ``torch.save``
+(read with ``weights_only=True``; ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers and a
+``module.`` prefix are unwrapped), ``.safetensors``, and TorchScript archives (OpenAI's CLIP
+``.pt`` files), which are opened with ``torch.jit.load`` on the CPU and reduced to their state dict.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from fssbench.errors import MissingFileError, UserError
+
+ENV_VAR = "FSSBENCH_WEIGHTS"
+GENERIC_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where the weights of one backbone may be found (all look-ups are local).
+
+    ``filenames``: names accepted inside the weights directory, preferred first (the first is the
+    one named in error messages); may contain a sub-folder (``"clip-rn50/open_clip_model.safetensors"``).
+    ``torch_hub``: file names inside torch hub's ``checkpoints`` folder.
+    ``cache_paths``: further absolute paths (``~`` expanded), e.g. open_clip's ``~/.cache/clip/RN50.pt``
+    or a file shipped inside a package.
+    ``hf_hub``: ``(repo_id, filename)`` pairs looked up in the Hugging Face hub cache only.
+    ``source``: where a user gets the file (a URL), shown in messages.
+    """
+
+    filenames: tuple[str, ...]
+    torch_hub: tuple[str, ...] = ()
+    cache_paths: tuple[str, ...] = ()
+    hf_hub: tuple[tuple[str, str], ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """Result of a weights look-up: ``found`` (a path) or ``None``; ``searched`` lists every candidate."""
+
+    backbone: str
+    found: Path | None
+    weights_dir: Path | None
+    expected_file: str
+    searched: tuple[str, ...] = field(default_factory=tuple)
+    source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.found is not None
+
+    @property
+    def expected_location(self) -> str:
+        """Where the user should put the file, as a short phrase."""
+        if self.weights_dir is not None:
+            return str(self.weights_dir / self.expected_file)
+        return f"${ENV_VAR}/{self.expected_file}"
+
+    def describe(self) -> str:
+        """``found`` path, or where the file is expected."""
+        if self.found is not None:
+            return str(self.found)
+        return f"missing: {self.expected_location}"
+
+    def error(self) -> MissingFileError:
+        """The one-line user error for a missing file."""
+        if self.weights_dir is not None:
+            where = f"in {self.weights_dir}"
+        else:
+            env = os.environ.get(ENV_VAR)
+            where = f"in ${ENV_VAR} ({env})" if env else f"in ${ENV_VAR} (not set)"
+        src = f" (download: {self.source})" if self.source else ""
+        return MissingFileError(
+            f"weights for {self.backbone} not found: put {self.expected_file}{src} {where} "
+            f"or pass --weights-dir DIR (no network access is attempted)"
+        )
+
+
+def resolve_weights_dir(weights_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The weights directory: the argument, else ``$FSSBENCH_WEIGHTS``, else ``None``."""
+    if weights_dir is not None and str(weights_dir) != "":
+        return Path(weights_dir).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return None
+
+
+def torch_hub_checkpoints_dir() -> Path:
+    """torch hub's checkpoint cache (respects ``$TORCH_HOME``); computed without touching the network."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _hf_cached(repo_id: str, filename: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except Exception:  # pragma: no cover - huggingface_hub missing
+        return None
+    try:
+        hit = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+    except Exception:  # pragma: no cover - odd cache layouts
+        return None
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def candidate_paths(backbone: str, spec: WeightsSpec, weights_dir: Path | None) -> list[Path]:
+    """Every local path searched for ``backbone``'s weights, in order (HF cache hits appended when present)."""
+    cands: list[Path] = []
+    if weights_dir is not None:
+        names = list(spec.filenames) + [backbone + suffix for suffix in GENERIC_SUFFIXES]
+        cands += [weights_dir / n for n in dict.fromkeys(names)]
+    hub = torch_hub_checkpoints_dir()
+    cands += [hub / n for n in spec.torch_hub]
+    cands += [Path(p).expanduser() for p in spec.cache_paths]
+    return cands
+
+
+def find_weights(
+    backbone: str, spec: WeightsSpec, weights_dir: str | os.PathLike[str] | None = None
+) -> WeightsStatus:
+    """Look for ``backbone``'s weights (see the module docstring for the order)."""
+    wdir = resolve_weights_dir(weights_dir)
+    searched: list[str] = []
+    found: Path | None = None
+    for path in candidate_paths(backbone, spec, wdir):
+        searched.append(str(path))
+        if path.is_file():
+            found = path
+            break
+    if found is None:
+        for repo_id, filename in spec.hf_hub:
+            searched.append(f"hf-cache:{repo_id}/{filename}")
+            hit = _hf_cached(repo_id, filename)
+            if hit is not None and hit.is_file():
+                found = hit
+                break
+    expected = spec.filenames[0] if spec.filenames else backbone + ".safetensors"
+    return WeightsStatus(
+        backbone=backbone,
+        found=found,
+        weights_dir=wdir,
+        expected_file=expected,
+        searched=tuple(searched),
+        source=spec.source,
+    )
+
+
+# --- reading files -------------------------------------------------------------------------------
+def is_torchscript_archive(path: str | os.PathLike[str]) -> bool:
+    """True for a TorchScript zip archive (what ``torch.jit.save`` writes, e.g. OpenAI's CLIP ``.pt``)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                inner = name.split("/", 1)[-1]
+                if inner == "constants.pkl" or inner.startswith("code/"):
+                    return True
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return False
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "model_state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping):
+        raise UserError(f"weights file {path} holds a {type(obj).__name__}, not a state dict")
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise UserError(f"weights file {path} holds no tensors")
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict (plain ``torch.save`` file, ``.safetensors`` or TorchScript archive) on the CPU."""
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"weights file {p} not found")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return _unwrap(load_file(str(p), device="cpu"), p)
+        if is_torchscript_archive(p):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit.* deprecation notices
+                module = torch.jit.load(str(p), map_location="cpu")
+            return _unwrap(dict(module.state_dict()), p)
+        return _unwrap(torch.load(str(p), map_location="cpu", weights_only=True), p)
+    except UserError:
+        raise
+    except Exception as exc:  # corrupt / foreign files: one line, not a traceback
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read weights file {p}: {msg}") from exc
+
+
+def load_weights_into(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    path: str | os.PathLike[str],
+    backbone: str,
+    ignore_prefixes: Iterable[str] = (),
+    ignore_keys: Iterable[str] = (),
+) -> None:
+    """Strictly load ``state_dict`` into ``module`` (dtypes are converted to the module's).
+
+    Keys starting with ``ignore_prefixes`` or listed in ``ignore_keys`` (heads the backbone does not
+    keep, metadata entries) are dropped first; any other mismatch is a one-line ``UserError``.
+    """
+    prefixes = tuple(ignore_prefixes)
+    skip = set(ignore_keys)
+    sd = {k: v for k, v in state_dict.items() if k not in skip and not (prefixes and k.startswith(prefixes))}
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if shape:
+            k = shape[0]
+            parts.append(f"{len(shape)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)})")
+        raise UserError(f"weights file {path} does not fit {backbone}: " + "; ".join(parts))
+    module.load_state_dict(sd, strict=True)

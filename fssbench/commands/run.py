@@ -1,0 +1,54 @@
+"""``fssbench run``: expand a suite and run what is not finished yet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from fssbench.console import console
+
+
+def run(
+    suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/smoke.yaml."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile of the suite (default: its default_profile)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their status; do no work."),
+    only: Optional[str] = typer.Option(
+        None, "--only", help="Run a subset: 'key=value,...' (e.g. method=hsnet,fold=0) or a run-id substring."
+    ),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Where results go (default results/<suite>)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda[:N] (default: auto)."),
+) -> None:
+    """Train each decoder once, evaluate every run of the matrix, write one result file per run."""
+    from fssbench.runner import SuiteRunner, filter_runs
+    from fssbench.suite import load_suite
+
+    suite = load_suite(suite_file, profile, check_data=not dry_run)
+    runs = filter_runs(suite.expand(), only)
+    runner = SuiteRunner(suite, results_dir, device=device if not dry_run else "cpu")
+    if dry_run:
+        table = Table(title=f"{suite.name} ({suite.profile or 'base'}): {len(runs)} runs -> {runner.out}")
+        for col in ("run id", "method", "backbone", "fold", "shot", "kind", "seed", "decoder", "status"):
+            table.add_column(col)
+        for r in runs:
+            c = r.config
+            bb = c["train_backbone"] if c["train_backbone"] == c["eval_backbone"] else f"{c['train_backbone']}->{c['eval_backbone']}"
+            dec = "-" if not r.decoder_id else ("trained" if runner.decoder_done(r.decoder_id) else "to train")
+            status = "done" if runner.is_done(r) else "pending"
+            table.add_row(r.run_id, c["label"], bb, str(c["fold"]), str(c["shot"]), c["kind"], str(c["seed"]), dec, status)
+        console.print(table)
+        return
+    if not runs:
+        console.print("no run matches --only; nothing to do")
+        return
+    stats = runner.run(runs)
+    console.print(
+        f"[bold]{suite.name}[/]: {stats['evaluated']} evaluated, {stats['skipped']} already done, "
+        f"{stats['trained']} decoders trained -> {runner.out}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,125 @@
+"""The dataset interface every loader implements, and the dataset registry.
+
+A dataset knows its on-disk layout, its classes and its folds. It hands out (image, class)
+entries per fold and split and loads images and binary labels at original resolution. It does
+not sample episodes (``fssbench.episodes``) or resize (``fssbench.protocols``).
+
+Splits follow the HSNet lists: ``entries(fold, "trn")`` are training images of the fold's
+*base* classes, ``entries(fold, "val")`` are test images of the fold's *novel* classes, and
+``entries(fold, "baseval")`` are held-out images of base classes used for model selection, so that
+no model is ever chosen on the test fold.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from fssbench.errors import UserError
+
+IGNORE_INDEX = 255
+SPLITS: tuple[str, ...] = ("trn", "val", "baseval")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image paired with one class it contains (``name`` is the dataset's image id)."""
+
+    name: str
+    class_id: int
+
+
+class FSSDataset(ABC):
+    """Base class of PASCAL-5i, COCO-20i, FSS-1000 (and anything a user registers)."""
+
+    name: ClassVar[str]
+    n_folds: ClassVar[int]
+    sampling: ClassVar[str] = "query_cycle"
+    """``query_cycle``: queries walk the (fixed-order) split list, HSNet's PASCAL/FSS rule.
+    ``class_uniform``: draw a class uniformly, then a query of it, HSNet's COCO rule."""
+
+    def __init__(self, root: str | Path, *, split_dir: str | Path | None = None, **options: object) -> None:
+        self.root = Path(root)
+        self.split_dir = Path(split_dir) if split_dir is not None else None
+        self.options = dict(options)
+
+    # --- classes and folds -------------------------------------------------
+    @property
+    @abstractmethod
+    def class_names(self) -> dict[int, str]:
+        """1-based class id -> human-readable name (usable in ``a photo of a {name}``)."""
+
+    @abstractmethod
+    def fold_classes(self, fold: int) -> list[int]:
+        """Novel (test) class ids of ``fold``; every other class is a base class of it."""
+
+    def base_classes(self, fold: int) -> list[int]:
+        novel = set(self.fold_classes(fold))
+        return [c for c in sorted(self.class_names) if c not in novel]
+
+    def check_fold(self, fold: int) -> None:
+        if not 0 <= fold < self.n_folds:
+            raise UserError(f"{self.name} has folds 0..{self.n_folds - 1}, not {fold}; pass --fold between them")
+
+    # --- entries -----------------------------------------------------------
+    @abstractmethod
+    def entries(self, fold: int, split: str) -> list[Entry]:
+        """Entries of ``split`` (one of ``SPLITS``) for ``fold``, in a fixed, documented order."""
+
+    # --- loading -----------------------------------------------------------
+    @abstractmethod
+    def image_path(self, name: str) -> Path: ...
+
+    @abstractmethod
+    def label_path(self, name: str, class_id: int) -> Path: ...
+
+    @abstractmethod
+    def load_image(self, name: str) -> np.ndarray:
+        """``H x W x 3`` uint8 RGB. Raises ``DataError``/``MissingFileError`` naming the file."""
+
+    @abstractmethod
+    def load_label(self, name: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(mask, ignore)`` at original size: uint8 {0,1} mask of ``class_id``, bool ignore."""
+
+    # --- validation --------------------------------------------------------
+    @abstractmethod
+    def check(self, shots: int = 1) -> list[str]:
+        """Every problem found under ``root``, one human-readable line each (empty: valid)."""
+
+    def describe(self) -> str:
+        return f"{self.name} at {self.root}"
+
+
+_REGISTRY: dict[str, type[FSSDataset]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_dataset(*names: str) -> Callable[[type[FSSDataset]], type[FSSDataset]]:
+    """Class decorator: make a dataset available under ``names`` (first is canonical)."""
+
+    def deco(cls: type[FSSDataset]) -> type[FSSDataset]:
+        _REGISTRY[names[0]] = cls
+        for alias in names:
+            _ALIASES[alias] = names[0]
+        return cls
+
+    return deco
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_dataset(name: str, root: str | Path, **options: object) -> FSSDataset:
+    """Instantiate a registered dataset; unknown names and missing roots are user errors."""
+    key = _ALIASES.get(name.lower())
+    if key is None:
+        raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(dataset_names())}")
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"dataset root '{root}' does not exist; pass the folder that holds the {key} data")
+    return _REGISTRY[key](root, **options)

@@ -1,0 +1,382 @@
+"""Regression gate: compare a suite's results with a stored baseline, cell by cell.
+
+A cell is (dataset, protocol, method, method options, train backbone, eval backbone, annotation
+kind, shot, fold), with ``fold`` an integer or ``"mean"`` (the fold mean). Values are computed
+exactly as in ``fssbench report`` (several seeds: their mean). For each cell of the baseline
+and each metric (``miou``, ``fbiou``) the gate fails when ``baseline - current > tolerance``,
+and when the cell is absent from the results. Improvements and new cells are reported, never
+fail.
+
+Baseline file (``fssbench.baseline/1``)::
+
+    {
+      "format": "fssbench.baseline/1",
+      "suite": "pascal_hsnet",
+      "tolerance": 1.0,                      # or {"default": 1.0, "miou": 1.0, "fbiou": 1.5}
+      "cells": [
+        {"dataset": "pascal", "protocol": "hsnet", "method": "hsnet", "options": {},
+         "train_backbone": "resnet50", "eval_backbone": "resnet50", "kind": "mask",
+         "shot": 1, "fold": 0,               # or "mean" (then "folds": [0, 1, 2, 3])
+         "miou": 64.1, "fbiou": 76.0, "miou_ci": [62.9, 65.3], "fbiou_ci": [75.2, 76.8],
+         "n_seeds": 1, "episode_hash": "…",
+         "tolerance": {"miou": 0.5}}         # optional, per cell (a number applies to both metrics)
+      ]
+    }
+
+Tolerance of a (cell, metric), most specific first: the cell's ``tolerance`` (for that metric,
+or a number) > the file's per-metric ``tolerance[metric]`` > ``--tolerance`` > the file's
+default (``tolerance`` as a number, or ``tolerance["default"]``) > 1.0 point.
+
+When both the baseline and the current cell carry a 95% interval, the drop's interval is
+approximated assuming independence (``Δ ± sqrt(h_base² + h_cur²)``) and shown as "CI excl. 0";
+informative only, it never changes the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fssbench.errors import UserError
+from fssbench.report import CELL_KEYS, METRIC_NAMES, METRICS, backbone_label, compute_cells, fold_name, load_runs, method_label
+
+BASELINE_FORMAT = "fssbench.baseline/1"
+DEFAULT_TOLERANCE = 1.0
+_KEY_FIELDS = ("dataset", "protocol", "method", "options", "train_backbone", "eval_backbone", "kind", "shot", "fold")
+
+
+def _options_obj(options: Any) -> dict[str, Any]:
+    if isinstance(options, str):
+        return json.loads(options) if options else {}
+    return dict(options or {})
+
+
+def cell_key(cell: dict[str, Any]) -> tuple:
+    """Hashable identity of a cell (baseline dict or cells-frame record)."""
+    fold = cell["fold"]
+    fold = "mean" if fold == "mean" else int(fold)
+    opts = json.dumps(_options_obj(cell.get("options")), sort_keys=True, separators=(",", ":"), default=str)
+    train = str(cell["train_backbone"])
+    return (
+        str(cell.get("dataset", "")),
+        str(cell.get("protocol", "")),
+        str(cell["method"]),
+        opts,
+        train,
+        str(cell.get("eval_backbone") or train),
+        str(cell.get("kind") or "mask"),
+        int(cell["shot"]),
+        fold,
+    )
+
+
+def describe(key: tuple) -> str:
+    """``hsnet (aug=x) resnet50 mask pascal/hsnet 1-shot fold0``."""
+    ds, proto, method, opts, train, eval_, kind, shot, fold = key
+    where = f"{ds}/{proto}" if proto else ds
+    return f"{method_label(method, json.loads(opts))} {backbone_label(train, eval_)} {kind} {where} {shot}-shot {fold_name(fold)}"
+
+
+# --------------------------------------------------------------------------------------------
+# current cells
+
+
+def current_cells(results_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> tuple[str, dict[tuple, dict[str, Any]]]:
+    """The suite name and ``{cell_key: baseline-style cell}`` of a results folder."""
+    runs = load_runs(results_dir)
+    suites = sorted({r.suite for r in runs if r.suite})
+    suite = suites[0] if len(suites) == 1 else Path(results_dir).name
+    return suite, cells_from_frame(compute_cells(runs, n_boot=n_boot, seed=seed))
+
+
+def cells_from_frame(df: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
+    out: dict[tuple, dict[str, Any]] = {}
+    for rec in df.to_dict("records"):
+        key = cell_key(rec)
+        cell = out.get(key)
+        if cell is None:
+            cell = {k: v for k, v in zip(_KEY_FIELDS, key)}
+            cell["options"] = json.loads(cell["options"])
+            if key[-1] == "mean" and rec.get("folds"):
+                cell["folds"] = json.loads(rec["folds"])
+            cell["n_seeds"] = int(rec["n_seeds"])
+            cell["episode_hash"] = rec.get("episode_hash") or None
+            out[key] = cell
+        m = rec["metric"]
+        cell[m] = _r(rec["value"])
+        if not (math.isnan(rec["ci_lo"]) or math.isnan(rec["ci_hi"])):
+            cell[f"{m}_ci"] = [_r(rec["ci_lo"]), _r(rec["ci_hi"])]
+    order = [*_KEY_FIELDS, "folds", "miou", "miou_ci", "fbiou", "fbiou_ci", "n_seeds", "episode_hash"]
+    return {k: {f: c[f] for f in order if f in c} for k, c in out.items()}
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+# --------------------------------------------------------------------------------------------
+# baseline file
+
+
+def _bad(path: Path, why: str) -> UserError:
+    return UserError(f"baseline '{path}' is invalid ({why}); fix it or rewrite it with `fssbench regress RESULTS --baseline {path} --update`")
+
+
+def _check_tolerance(path: Path, tol: Any, where: str, allow_default: bool) -> None:
+    if tol is None or (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol >= 0):
+        return
+    if isinstance(tol, dict):
+        allowed = set(METRICS) | ({"default"} if allow_default else set())
+        for k, v in tol.items():
+            if k not in allowed:
+                raise _bad(path, f"{where} tolerance has unknown key '{k}' (allowed: {', '.join(sorted(allowed))})")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise _bad(path, f"{where} tolerance '{k}' must be a non-negative number")
+        return
+    raise _bad(path, f"{where} tolerance must be a non-negative number or an object of them")
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """Read and validate a baseline file; any problem is one ``UserError`` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"baseline '{path}' does not exist; create it with `fssbench regress RESULTS --baseline {path} --update`")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"baseline '{path}' is unreadable ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise _bad(path, f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT:
+        raise _bad(path, f"expected \"format\": \"{BASELINE_FORMAT}\"")
+    cells = doc.get("cells")
+    if not isinstance(cells, list):
+        raise _bad(path, "\"cells\" must be a list")
+    _check_tolerance(path, doc.get("tolerance"), "file", allow_default=True)
+    seen = set()
+    for i, c in enumerate(cells):
+        if not isinstance(c, dict):
+            raise _bad(path, f"cell {i} is not an object")
+        missing = [k for k in ("method", "train_backbone", "shot", "fold") if k not in c]
+        if missing:
+            raise _bad(path, f"cell {i} lacks {', '.join(missing)}")
+        try:
+            key = cell_key(c)
+        except (TypeError, ValueError) as exc:
+            raise _bad(path, f"cell {i}: {exc}") from None
+        if key in seen:
+            raise _bad(path, f"cell {i} ({describe(key)}) appears twice")
+        seen.add(key)
+        vals = [m for m in METRICS if c.get(m) is not None]
+        if not vals:
+            raise _bad(path, f"cell {i} ({describe(key)}) has neither miou nor fbiou")
+        for m in vals:
+            if not isinstance(c[m], (int, float)) or isinstance(c[m], bool):
+                raise _bad(path, f"cell {i} ({describe(key)}) {m} is not a number")
+        _check_tolerance(path, c.get("tolerance"), f"cell {i}", allow_default=False)
+    return doc
+
+
+def tolerance_for(doc: dict[str, Any], cell: dict[str, Any], metric: str, cli: float | None) -> float:
+    ct = cell.get("tolerance")
+    if isinstance(ct, (int, float)):
+        return float(ct)
+    if isinstance(ct, dict) and metric in ct:
+        return float(ct[metric])
+    ft = doc.get("tolerance")
+    if isinstance(ft, dict) and metric in ft:
+        return float(ft[metric])
+    if cli is not None:
+        return float(cli)
+    if isinstance(ft, (int, float)):
+        return float(ft)
+    if isinstance(ft, dict) and "default" in ft:
+        return float(ft["default"])
+    return DEFAULT_TOLERANCE
+
+
+def build_baseline(
+    suite: str, current: dict[tuple, dict[str, Any]], previous: dict[str, Any] | None, tolerance: float | None
+) -> dict[str, Any]:
+    """A baseline document from the current cells, keeping the previous file's tolerances."""
+    prev_tol = previous.get("tolerance") if previous else None
+    if tolerance is None:
+        tol: Any = prev_tol if prev_tol is not None else DEFAULT_TOLERANCE
+    elif isinstance(prev_tol, dict) and set(prev_tol) - {"default"}:
+        tol = {**prev_tol, "default": float(tolerance)}
+    else:
+        tol = float(tolerance)
+    prev_cells = {cell_key(c): c for c in previous.get("cells", [])} if previous else {}
+    cells = []
+    for key in sorted(current, key=_sort_key):
+        cell = dict(current[key])
+        old = prev_cells.get(key)
+        if old is not None and "tolerance" in old:
+            cell["tolerance"] = old["tolerance"]
+        cells.append(cell)
+    return {"format": BASELINE_FORMAT, "suite": suite, "tolerance": tol, "cells": cells}
+
+
+def _sort_key(key: tuple) -> tuple:
+    return tuple((1e9 if v == "mean" else v) if i == len(key) - 1 else v for i, v in enumerate(key))
+
+
+def write_baseline(path: str | Path, doc: dict[str, Any]) -> Path:
+    from fssbench.episodes import atomic_write_text
+
+    try:
+        return atomic_write_text(Path(path), json.dumps(doc, indent=1) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write baseline '{path}' ({exc.strerror or exc})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# comparison
+
+
+@dataclass
+class Check:
+    key: tuple
+    metric: str
+    baseline: float
+    current: float | None
+    tolerance: float
+    status: str  # "ok" | "improved" | "regressed" | "missing"
+    ci_excludes_zero: bool | None = None
+    note: str = ""
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.current is None else self.current - self.baseline
+
+    def line(self) -> str:
+        name = f"{describe(self.key)} {METRIC_NAMES[self.metric]}"
+        if self.status == "missing":
+            return f"MISSING: {name}: in the baseline ({self.baseline:.2f}) but not in the results"
+        d = self.delta or 0.0
+        verb = "dropped" if d < 0 else "rose"
+        return (f"{self.status.upper()}: {name} {verb} {abs(d):.2f} ({self.baseline:.2f} -> {self.current:.2f}), "
+                f"tolerance {self.tolerance:.2f}")
+
+
+@dataclass
+class Comparison:
+    checks: list[Check]
+    new_cells: list[tuple]
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status in ("regressed", "missing")]
+
+    @property
+    def missing_cells(self) -> list[tuple]:
+        return list(dict.fromkeys(c.key for c in self.checks if c.status == "missing"))
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def compare(doc: dict[str, Any], current: dict[tuple, dict[str, Any]], tolerance: float | None = None) -> Comparison:
+    checks: list[Check] = []
+    base_keys = set()
+    for cell in doc["cells"]:
+        key = cell_key(cell)
+        base_keys.add(key)
+        cur = current.get(key)
+        for m in METRICS:
+            if cell.get(m) is None:
+                continue
+            tol = tolerance_for(doc, cell, m, tolerance)
+            base = float(cell[m])
+            if cur is None or cur.get(m) is None:
+                checks.append(Check(key, m, base, None, tol, "missing"))
+                continue
+            val = float(cur[m])
+            d = val - base
+            status = "regressed" if -d > tol + 1e-9 else ("improved" if d > 0 else "ok")
+            notes = []
+            if key[-1] == "mean" and cell.get("folds") and cur.get("folds") and list(cell["folds"]) != list(cur["folds"]):
+                notes.append(f"folds {cell['folds']} -> {cur['folds']}")
+            if cell.get("episode_hash") and cur.get("episode_hash") and cell["episode_hash"] != cur["episode_hash"]:
+                notes.append("different episodes")
+            checks.append(Check(key, m, base, val, tol, status, _ci_excludes_zero(cell, cur, m, d), "; ".join(notes)))
+    new = sorted((k for k in current if k not in base_keys), key=_sort_key)
+    return Comparison(checks, new)
+
+
+def _ci_excludes_zero(base: dict[str, Any], cur: dict[str, Any], metric: str, delta: float) -> bool | None:
+    bc, cc = base.get(f"{metric}_ci"), cur.get(f"{metric}_ci")
+    if not (isinstance(bc, (list, tuple)) and isinstance(cc, (list, tuple)) and len(bc) == 2 and len(cc) == 2):
+        return None
+    h = math.hypot((bc[1] - bc[0]) / 2, (cc[1] - cc[0]) / 2)
+    return abs(delta) > h
+
+
+def comparison_table(comp: Comparison, suite: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"fssbench regress: {suite}")
+    for name, just in (("Cell", "left"), ("Metric", "left"), ("Baseline", "right"), ("Current", "right"),
+                       ("Δ", "right"), ("Tol.", "right"), ("CI excl. 0", "center"), ("Status", "left")):
+        t.add_column(name, justify=just)  # type: ignore[arg-type]
+    style = {"ok": "green", "improved": "cyan", "regressed": "bold red", "missing": "bold red"}
+    for c in comp.checks:
+        d = c.delta
+        ci = "" if c.ci_excludes_zero is None else ("yes" if c.ci_excludes_zero else "no")
+        status = c.status + (f" ({c.note})" if c.note else "")
+        t.add_row(
+            describe(c.key), METRIC_NAMES[c.metric], f"{c.baseline:.2f}",
+            "–" if c.current is None else f"{c.current:.2f}", "–" if d is None else f"{d:+.2f}",
+            f"{c.tolerance:.2f}", ci, f"[{style[c.status]}]{status}[/]",
+        )
+    return t
+
+
+def run_regress(
+    results_dir: str | Path,
+    baseline: str | Path,
+    *,
+    tolerance: float | None = None,
+    update: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[str, Comparison | None, dict[str, Any] | None]:
+    """Compare (and with ``update`` rewrite the baseline). Returns suite, comparison (None when
+    there was no baseline to compare with) and the written baseline document (``update`` only)."""
+    if tolerance is not None and (math.isnan(tolerance) or tolerance < 0):
+        raise UserError(f"--tolerance must be a non-negative number of points, got {tolerance}")
+    suite, current = current_cells(results_dir, n_boot=n_boot, seed=seed)
+    baseline = Path(baseline)
+    previous = load_baseline(baseline) if (not update or baseline.exists()) else None
+    if previous is not None and previous.get("suite") not in (None, suite):
+        from fssbench.console import err_console
+
+        err_console.print(
+            f"warning: baseline '{baseline}' is for suite '{previous.get('suite')}', the results are suite '{suite}'",
+            style="yellow", highlight=False, soft_wrap=True,
+        )
+    comp = compare(previous, current, tolerance) if previous is not None else None
+    written = None
+    if update:
+        written = build_baseline(suite, current, previous, tolerance)
+        write_baseline(baseline, written)
+    return suite, comp, written
+
+
+def summary_lines(comp: Comparison) -> list[str]:
+    n_reg = sum(c.status == "regressed" for c in comp.checks)
+    n_imp = sum(c.status == "improved" for c in comp.checks)
+    return [f"{len(comp.checks)} checks: {n_reg} regressed, {len(comp.missing_cells)} missing cells, "
+            f"{n_imp} improved, {len(comp.new_cells)} new cells (not in the baseline)"]
+
+
+__all__ = [
+    "BASELINE_FORMAT", "CELL_KEYS", "Check", "Comparison", "build_baseline", "cell_key", "compare", "current_cells",
+    "describe", "load_baseline", "run_regress", "tolerance_for", "write_baseline",
+]

@@ -1,0 +1,141 @@
+"""The results store: one JSON file per run, written atomically, read back as data.
+
+A run file holds the resolved configuration, the hash of the episode list it was scored on, one
+record per episode (intersections/unions, so any metric can be recomputed later), the fold
+metrics with bootstrap intervals, and full provenance (code version, environment). Files are
+written to a temporary name and renamed into place, so a killed run never leaves a half-written
+result, and a file that fails to parse is reported, never used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from fssbench import __version__
+from fssbench.episodes import atomic_write_text
+from fssbench.errors import UserError
+from fssbench.metrics import EpisodeRecord
+
+RESULT_FORMAT = "fssbench.result/1"
+CONFIG_KEYS = ("method", "train_backbone", "eval_backbone", "dataset", "fold", "shot", "kind", "seed", "protocol")
+"""Keys of ``RunResult.config`` that identify a cell of a results table."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    suite: str
+    config: dict[str, Any]
+    episode_hash: str
+    metrics: dict[str, Any]
+    records: list[EpisodeRecord]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    decoder: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RESULT_FORMAT,
+            "run_id": self.run_id,
+            "suite": self.suite,
+            "config": self.config,
+            "episode_hash": self.episode_hash,
+            "metrics": self.metrics,
+            "decoder": self.decoder,
+            "provenance": self.provenance,
+            "episodes": [r.to_dict() for r in self.records],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunResult":
+        if d.get("format") != RESULT_FORMAT:
+            raise ValueError(f"not a {RESULT_FORMAT} file")
+        return cls(
+            run_id=d["run_id"],
+            suite=d["suite"],
+            config=d["config"],
+            episode_hash=d["episode_hash"],
+            metrics=d["metrics"],
+            records=[EpisodeRecord.from_dict(r) for r in d["episodes"]],
+            provenance=d.get("provenance", {}),
+            decoder=d.get("decoder", {}),
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        return atomic_write_text(Path(directory) / f"{self.run_id}.json", json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+def result_path(directory: str | Path, run_id: str) -> Path:
+    return Path(directory) / f"{run_id}.json"
+
+
+def load_result(path: str | Path) -> RunResult:
+    path = Path(path)
+    try:
+        return RunResult.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"result file '{path}' is unreadable ({exc}); delete it and re-run the suite") from None
+
+
+def iter_results(directory: str | Path) -> Iterator[RunResult]:
+    """Every finished run in ``directory`` (temporary files of killed runs are never read)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"results folder '{directory}' does not exist; run `fssbench run SUITE` first")
+    for path in sorted(directory.glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        yield load_result(path)
+
+
+def git_revision() -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def environment() -> dict[str, Any]:
+    """What the literature blames 0.3-2 mIoU on: library versions, device, determinism flags."""
+    import numpy as np
+    import torch
+
+    env: dict[str, Any] = {
+        "fssbench": __version__,
+        "git": git_revision(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "gpu_count": torch.cuda.device_count(),
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+    }
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return env

@@ -1,0 +1,15 @@
+"""Shared test settings: keep torch to one thread per worker (CI has 2 cores, pytest runs 2 workers)."""
+
+from __future__ import annotations
+
+import os
+
+# Wide, colourless rich output so tests that read tables do not depend on the terminal.
+os.environ["COLUMNS"] = "200"
+os.environ.setdefault("NO_COLOR", "1")
+
+import matplotlib  # noqa: E402
+import torch  # noqa: E402
+
+matplotlib.use("Agg")
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
