@@ -54,7 +54,7 @@ class Protocol:
         return max(1, round(h * scale)), max(1, round(w * scale))
 
     def _image(self, img: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        t = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
         th, tw = self._target(*img.shape[:2])
         t = F.interpolate(t[None], size=(th, tw), mode="bilinear", align_corners=False, antialias=True)[0]
         t = t.clamp_(0.0, 1.0)
@@ -65,7 +65,7 @@ class Protocol:
         return t
 
     def _label(self, arr: np.ndarray, pad_value: float) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32))
+        t = torch.from_numpy(np.array(arr, dtype=np.float32))
         th, tw = self._target(*arr.shape[:2])
         t = F.interpolate(t[None, None], size=(th, tw), mode="nearest")[0, 0]
         if self.keep_aspect:

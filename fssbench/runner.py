@@ -72,12 +72,14 @@ class SuiteRunner:
 
             d = self.suite.dataset
             root = Path(d["root"])
-            if d.get("generate") == "synth" and not (root / "synth.json").exists():
+            gen = d.get("generate")
+            if gen is not None and not (root / "synth.json").exists():
                 from fssbench.synth import generate
 
+                gen = {} if gen == "synth" else dict(gen)
                 console.print(f"generating the embedded synthetic world in {root} ...")
-                generate(root, seed=int((d.get("options") or {}).get("seed", 0)), force=True)
-            opts = {k: v for k, v in (d.get("options") or {}).items() if k != "seed"}
+                generate(root, seed=int(gen.get("seed", 0)), size=str(gen.get("size", "default")), force=True)
+            opts = d.get("options") or {}
             self._dataset = CachedDataset(get_dataset(d["name"], root, split_dir=d.get("split_dir"), **opts))
         return self._dataset
 
@@ -134,7 +136,11 @@ class SuiteRunner:
         return stats
 
     def _make_method(self, run: Run, backbone_name: str) -> Method:
+        """Build the method with its parameters initialised from the run's seed (same seed, same init)."""
+        from fssbench.engine.train import seed_everything
+
         cfg = run.config
+        seed_everything(cfg["seed"])
         return create_method(cfg["method"], self.backbone(backbone_name), **cfg["method_options"]).to(self.device)
 
     def _train(self, decoder_id: str, run: Run, prog, say: Callable[[str], None]) -> None:

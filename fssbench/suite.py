@@ -387,8 +387,8 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool) ->
         problems.append("'dataset.root' must be a path")
         return
     gen = suite.dataset.get("generate")
-    if gen not in (None, "synth"):
-        problems.append(f"'dataset.generate' must be 'synth' or absent, got {gen!r}")
+    if not (gen in (None, "synth") or (isinstance(gen, dict) and set(gen) <= {"seed", "size"})):
+        problems.append(f"'dataset.generate' must be 'synth', a mapping {{seed, size}}, or absent; got {gen!r}")
     if check_data and gen is None and not Path(root).is_dir():
         problems.append(f"dataset root '{root}' does not exist; download {dname} there or fix dataset.root")
         return

@@ -27,7 +27,7 @@ from fssbench.backbones.clip import ClipBackbone
 from fssbench.backbones.resnet import TorchvisionResNet, VGGFeatures
 from fssbench.errors import MissingFileError, UserError
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)
 
 BUILTINS = ["clip-rn50", "clip-rn101", "clip-vit-b16", "in1k-rn50", "in1k-rn101", "in1k-rn152", "vgg16"]
 RESNETS = ["clip-rn50", "clip-rn101", "in1k-rn50", "in1k-rn101", "in1k-rn152"]

@@ -96,3 +96,52 @@ class ToyBackbone(Backbone):
                 out[f"layer{i + 1}.0"] = x.clone()
             x = torch.relu(x)
         return out
+
+
+# --- a tiny trainable, stitchable method for engine/runner tests ---------------------------------
+from typing import Any, ClassVar  # noqa: E402
+
+import torch.nn.functional as F  # noqa: E402
+
+from fssbench.backbones import backbone_names, register_backbone  # noqa: E402
+from fssbench.episode import EpisodeBatch  # noqa: E402
+from fssbench.methods import Capabilities, Method, TrainConfig, register_method  # noqa: E402
+from methods.prototype import Prototype  # noqa: E402
+
+
+@register_method
+class ToyDecoder(Method):
+    """Prototype cosine maps refined by a learned 3x3 conv: trains in milliseconds, backbone-agnostic."""
+
+    name: ClassVar[str] = "toy-decoder"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        kinds=frozenset({"mask", "bbox", "scribble"}), trains=True, stitchable=True
+    )
+    default_config: ClassVar[dict[str, Any]] = {"layers": "auto", "hybrid_masking": False}
+    default_train: ClassVar[TrainConfig] = TrainConfig(epochs=2, episodes_per_epoch=16, batch_size=4, val_episodes=8)
+
+    def __init__(self, backbone, **options: Any) -> None:
+        super().__init__(backbone, **options)
+        self.head = torch.nn.Conv2d(2, 2, 3, padding=1)
+
+    def predict(self, batch: EpisodeBatch) -> torch.Tensor:
+        proto = Prototype(self.backbone, **self.options)
+        with torch.no_grad():
+            sims = proto.predict(batch)
+        return self.head(sims * 5)
+
+    def loss(self, batch: EpisodeBatch):
+        logits = self.predict(batch)
+        target = batch.query_mask.clone()
+        target[batch.query_ignore] = 255
+        loss = F.cross_entropy(logits, target, ignore_index=255)
+        return loss, {"ce": loss.item()}
+
+
+def register_toy_backbones() -> None:
+    for name, width in (("toy-s", 8), ("toy-m", 12)):
+        if name not in backbone_names():
+            register_backbone(name, lambda checkpoint, w=width: ToyBackbone(width=w), kind="test", arch="cnn", pretraining="random")
+
+
+register_toy_backbones()

@@ -1,4 +1,4 @@
-"""Rendering of synthetic scenes (numpy + scikit-image polygons; no OpenCV).
+"""Rendering of synthetic scenes (numpy, scipy.ndimage and Pillow's polygon fill; no OpenCV).
 
 Every random choice of an image comes from one ``np.random.default_rng(...)`` stream derived from
 ``(seed, stream, index)``, so an image depends on nothing but those three numbers: not on the
@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
-from skimage.draw import polygon as _raster_polygon
+from PIL import Image, ImageDraw
 
 from fssbench.synth.classes import (
     COLOURS,
@@ -197,14 +197,15 @@ def rasterise(spec: ObjectSpec) -> tuple[int, int, np.ndarray, np.ndarray]:
     R = int(np.ceil(spec.r * 1.2 * max(sx, sy))) + 2
     y0, x0 = int(round(spec.cy)) - R, int(round(spec.cx)) - R
     n = 2 * R + 1
-    sub = np.zeros((2 * n, 2 * n), dtype=bool)
+    # rasterise at 2x (Pillow's scanline fill; sub-pixel (a, b) sits at image (y0 + (a - 0.5) / 2, ...))
+    sub = Image.new("L", (2 * n, 2 * n), 0)
+    draw = ImageDraw.Draw(sub)
     for poly, additive in shape_parts(spec.shape):
         px, py = poly[:, 0] * sx * spec.r, poly[:, 1] * sy * spec.r
-        x = spec.cx + c * px - s * py
-        y = spec.cy + s * px + c * py
-        rr, cc = _raster_polygon(2 * (y - y0) + 0.5, 2 * (x - x0) + 0.5, shape=sub.shape)
-        sub[rr, cc] = additive
-    alpha = sub.reshape(n, 2, n, 2).mean(axis=(1, 3), dtype=np.float32)
+        x = 2 * (spec.cx + c * px - s * py - x0) + 0.5
+        y = 2 * (spec.cy + s * px + c * py - y0) + 0.5
+        draw.polygon(list(zip(x.tolist(), y.tolist())), fill=255 if additive else 0)
+    alpha = np.asarray(sub, dtype=np.float32).reshape(n, 2, n, 2).mean(axis=(1, 3)) * (1.0 / 255.0)
     # object coordinates of pixel centres
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
     dy, dx = yy + (y0 - spec.cy), xx + (x0 - spec.cx)
@@ -280,21 +281,24 @@ class Canvas:
 # --------------------------------------------------------------------------------------------
 # backgrounds, clutter, camera
 # --------------------------------------------------------------------------------------------
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+def _interp_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     pos = np.linspace(0, n_in - 1, n_out)
-    i0 = np.clip(np.floor(pos).astype(int), 0, n_in - 2)
+    i0 = np.clip(np.floor(pos).astype(np.intp), 0, n_in - 2)
     f = pos - i0
-    f = f * f * (3 - 2 * f)  # smoothstep: no visible grid creases
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    m[np.arange(n_out), i0] = 1 - f
-    m[np.arange(n_out), i0 + 1] = f
-    return m
+    f = (f * f * (3 - 2 * f)).astype(np.float32)  # smoothstep: no visible grid creases
+    return i0, f
 
 
 def smooth_noise(rng: np.random.Generator, H: int, W: int, cells: int) -> np.ndarray:
-    """Smooth noise in [0, 1] (a random ``cells x cells`` grid, smoothly interpolated)."""
+    """Smooth noise in [0, 1] (a random ``cells x cells`` grid, smoothly interpolated).
+
+    Plain gathers, no matrix products: BLAS threads in several worker processes would fight.
+    """
     g = rng.uniform(0, 1, (cells, cells)).astype(np.float32)
-    return _interp_matrix(H, cells) @ g @ _interp_matrix(W, cells).T
+    iy, fy = _interp_weights(H, cells)
+    ix, fx = _interp_weights(W, cells)
+    rows = g[iy] * (1 - fy)[:, None] + g[iy + 1] * fy[:, None]  # H x cells
+    return rows[:, ix] * (1 - fx) + rows[:, ix + 1] * fx
 
 
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:

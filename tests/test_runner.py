@@ -1,0 +1,177 @@
+"""Suite loading, expansion, the runner end to end, and crash safety (SIGKILL mid-suite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fssbench.errors import UserError
+from fssbench.results import iter_results
+from fssbench.runner import SuiteRunner, filter_runs
+from fssbench.suite import SuiteError, load_suite
+from tests import toy  # noqa: F401  (registers toy-s, toy-m, toy-decoder)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    from fssbench.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, seed=0, size="small", force=True, show_progress=False)
+    return root
+
+
+def write_suite(path: Path, root: Path, **over: str) -> Path:
+    text = f"""
+    name: {over.get('name', 'toy')}
+    matrix:
+      methods: [prototype, {{name: toy-decoder, train: {{epochs: 2, episodes_per_epoch: 8, batch_size: 4, val_episodes: 6}}}}]
+      backbones: [{{train: toy-s, eval: [toy-s, toy-m]}}]
+      folds: {over.get('folds', '[0, 1]')}
+      shots: [1, 2]
+      kinds: [mask]
+      seeds: [0]
+    dataset: {{name: pascal, root: {root}}}
+    protocol: {{name: hsnet, img_size: 48}}
+    episodes: {over.get('episodes', '12')}
+    eval: {{batch_size: 4, device: cpu}}
+    """
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_bad_suite_reports_every_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        textwrap.dedent(
+            """
+            name: bad
+            colour: blue
+            matrix:
+              methods: [prototype, nosuchmethod, {name: hsnet, options: {nope: 1}}]
+              backbones: [toy-s, nosuchbackbone]
+              folds: [0, "one"]
+              shots: [1]
+              kinds: [mask, crayon]
+            dataset: {name: pascal, root: /does/not/exist}
+            """
+        )
+    )
+    with pytest.raises(SuiteError) as err:
+        load_suite(bad)
+    lines = str(err.value).splitlines()
+    text = "\n".join(lines)
+    assert "unknown key 'colour'" in text
+    assert "matrix.folds" in text
+    assert "unknown annotation kind 'crayon'" in text
+    assert len(lines) >= 3 and all(line.startswith(str(bad)) for line in lines)
+
+
+def test_registry_problems_are_listed(tmp_path, synth_root):
+    bad = tmp_path / "bad2.yaml"
+    bad.write_text(
+        textwrap.dedent(
+            f"""
+            name: bad2
+            matrix:
+              methods: [prototype, nosuchmethod, {{name: prototype, label: p2, options: {{nope: 1}}}}]
+              backbones: [toy-s, nosuchbackbone]
+              folds: [0, 7]
+            dataset: {{name: pascal, root: {synth_root}}}
+            """
+        )
+    )
+    with pytest.raises(SuiteError) as err:
+        load_suite(bad)
+    text = str(err.value)
+    for needle in ("unknown method 'nosuchmethod'", "no option(s) nope", "unknown backbone 'nosuchbackbone'", "fold 7 is out of range"):
+        assert needle in text
+
+
+def test_missing_root_and_bad_yaml(tmp_path):
+    s = write_suite(tmp_path / "s.yaml", tmp_path / "nope")
+    with pytest.raises(SuiteError, match="does not exist"):
+        load_suite(s)
+    (tmp_path / "y.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_suite(tmp_path / "y.yaml")
+
+
+def test_expand_ids_stable_and_decoders_shared(tmp_path, synth_root):
+    suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root))
+    runs = suite.expand()
+    # 2 methods x 2 eval backbones x 2 folds x 2 shots
+    assert len(runs) == 16 and len({r.run_id for r in runs}) == 16
+    assert [r.run_id for r in runs] == [r.run_id for r in load_suite(tmp_path / "s.yaml").expand()]
+    decoders = {r.decoder_id for r in runs if r.decoder_id}
+    assert len(decoders) == 2  # one per fold, shared by shots and eval backbones
+    assert len(filter_runs(runs, "method=prototype,fold=1")) == 4
+    with pytest.raises(UserError, match="unknown key"):
+        filter_runs(runs, "colour=red")
+
+
+def test_run_end_to_end_and_skip(tmp_path, synth_root):
+    suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root, folds="[0]"))
+    runner = SuiteRunner(suite, tmp_path / "results", device="cpu")
+    stats = runner.run(suite.expand(), on_event=lambda s: None)
+    assert stats == {"total": 8, "skipped": 0, "trained": 1, "evaluated": 8}
+    results = list(iter_results(tmp_path / "results"))
+    assert len(results) == 8
+    r = results[0]
+    assert len(r.records) == 12 and r.episode_hash and r.provenance["torch"]
+    assert 0.0 <= r.metrics["miou"] <= 100.0 and r.metrics["miou_ci"][0] <= r.metrics["miou"] <= r.metrics["miou_ci"][1]
+    # same (fold, shot, seed) => same episodes for every method and backbone
+    by_cell = {}
+    for res in results:
+        by_cell.setdefault((res.config["fold"], res.config["shot"]), set()).add(res.episode_hash)
+    assert all(len(h) == 1 for h in by_cell.values())
+    log = (tmp_path / "results" / "decoders").glob("*/log.csv")
+    assert len(next(log).read_text().strip().splitlines()) == 3  # header + 2 epochs
+    again = runner.run(suite.expand(), on_event=lambda s: None)
+    assert again["skipped"] == 8 and again["evaluated"] == 0 and again["trained"] == 0
+
+
+def test_same_seed_same_numbers(tmp_path, synth_root):
+    s = write_suite(tmp_path / "s.yaml", synth_root, folds="[1]")
+    out = []
+    for name in ("a", "b"):
+        suite = load_suite(s)
+        runs = filter_runs(suite.expand(), "method=toy-decoder,shot=1,eval_backbone=toy-s")
+        SuiteRunner(suite, tmp_path / name, device="cpu").run(runs, on_event=lambda s: None)
+        out.append([(r.metrics["miou"], r.metrics["fbiou"]) for r in iter_results(tmp_path / name)])
+    assert out[0] == out[1]
+
+
+def test_sigkill_mid_suite_resumes_without_recomputing(tmp_path, synth_root):
+    suite_file = write_suite(tmp_path / "s.yaml", synth_root, folds="[0, 1]", episodes="40")
+    results = tmp_path / "results"
+    script = (
+        "import sys; from tests import toy; from fssbench.cli import main; "
+        f"main(['run', {str(suite_file)!r}, '--results-dir', {str(results)!r}, '--device', 'cpu'])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(results.glob("*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    assert 0 < len(finished) < 16, "kill should land mid-suite"
+    for p in results.glob("*.json"):
+        json.loads(p.read_text())  # nothing half-written under a result name
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    final = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    assert len(final) == 16
+    assert all(final[name] == mtime for name, mtime in finished.items()), "finished runs were recomputed"
