@@ -38,16 +38,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:  # click usage errors and friends (typer may vendor its own click)
+        if type(exc).__name__ == "Abort":
             sys.exit(1)
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code") and hasattr(exc, "format_message"):
             exc.show()
             sys.exit(exc.exit_code)
         raise
-
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ from fssbench.backbones.clip import ClipBackbone
 from fssbench.backbones.resnet import TorchvisionResNet, VGGFeatures
 from fssbench.errors import MissingFileError, UserError
 
-torch.set_num_threads(1)
 
 BUILTINS = ["clip-rn50", "clip-rn101", "clip-vit-b16", "in1k-rn50", "in1k-rn101", "in1k-rn152", "vgg16"]
 RESNETS = ["clip-rn50", "clip-rn101", "in1k-rn50", "in1k-rn101", "in1k-rn152"]
@@ -48,6 +46,18 @@ def _perturb_bn(module: nn.Module, seed: int = 0) -> None:
 
 
 _CACHE: dict[str, Backbone] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_and_cleanup():
+    """One intra-op thread (on a busy 2-core box OpenMP spin-waiting costs more than it gains);
+    the cached networks (~2 GB) are released when the module is done."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    _CACHE.clear()
+    _FEATS.clear()
 
 
 def built(name: str) -> Backbone:
@@ -450,6 +460,8 @@ def test_cli_lists_backbones_and_weight_locations(isolated: Path) -> None:
         assert name in out
     assert str(wdir / "RN101.pt") in out  # found
     assert str(wdir / "RN50.pt") in out and "missing" in out  # expected location
-    assert "2048" in out and "ViT-B/16" in out and "yes (1024)" in out
+    assert "2048" in out and "ViT-B/16" in out and "ModifiedResNet-50" in out and "16/4" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and line.strip()}
+    assert "found" in lines["clip-rn101"] and "missing" in lines["clip-rn50"]
     result = CliRunner().invoke(app, ["backbones", "--kind", "clip"], env={"COLUMNS": "400"})
     assert result.exit_code == 0 and "clip-rn50" in result.output and "in1k-rn50" not in result.output

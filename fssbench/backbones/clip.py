@@ -309,7 +309,7 @@ class ClipBackbone(Backbone):
             if v.proj is not None:
                 t = t @ v.proj
             dense = t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
-        return F.normalize(dense.float(), dim=1)
+        return F.normalize(dense.float(), dim=1).contiguous()
 
 
 # --- registration ---------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ _OPENAI_URL = "https://openaipublic.azureedge.net/clip/models/"
 _CLIP_MODELS: dict[str, dict[str, Any]] = {
     "clip-rn50": dict(
         model_name="RN50",
-        words="ModifiedResNet-50 (CLIP RN50)",
+        words="ModifiedResNet-50",
         arch="cnn",
         url=_OPENAI_URL + "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
         hf="timm/resnet50_clip.openai",
@@ -326,7 +326,7 @@ _CLIP_MODELS: dict[str, dict[str, Any]] = {
     ),
     "clip-rn101": dict(
         model_name="RN101",
-        words="ModifiedResNet-101 (CLIP RN101)",
+        words="ModifiedResNet-101",
         arch="cnn",
         url=_OPENAI_URL + "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599/RN101.pt",
         hf="timm/resnet101_clip.openai",
@@ -335,7 +335,7 @@ _CLIP_MODELS: dict[str, dict[str, Any]] = {
     ),
     "clip-vit-b16": dict(
         model_name="ViT-B-16",
-        words="ViT-B/16 (CLIP)",
+        words="ViT-B/16",
         arch="vit",
         url=_OPENAI_URL + "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
         hf="timm/vit_base_patch16_clip_224.openai",

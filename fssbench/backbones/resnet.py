@@ -46,6 +46,7 @@ __all__ = [
     "TorchvisionResNet",
     "VGGFeatures",
     "bottleneck_pre_relu",
+    "vgg_features",
     "resnet_layer_specs",
     "vgg_layer_specs",
 ]
@@ -216,11 +217,34 @@ class VGGFeatures(Backbone):
         return out
 
 
+_VGG_CFG = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
+
+
+def vgg_features(arch: str) -> nn.Sequential:
+    """torchvision's ``<arch>().features`` with its initialisation, without building the 120M-parameter classifier."""
+    import torchvision.models as tvm
+    import torchvision.models.vgg as tvgg
+
+    bn = arch.endswith("_bn")
+    cfg = getattr(tvgg, "cfgs", {}).get(_VGG_CFG.get(arch.removesuffix("_bn"), ""))
+    make = getattr(tvgg, "make_layers", None)
+    if cfg is None or make is None:  # private helpers moved: fall back to the full model
+        return getattr(tvm, arch)(weights=None).features
+    features = make(cfg, batch_norm=bn)
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return features
+
+
 def _build_vgg(arch: str, name: str) -> Callable[..., Backbone]:
     def factory(checkpoint: Path | None = None) -> Backbone:
-        import torchvision.models as tvm
-
-        features = getattr(tvm, arch)(weights=None).features
+        features = vgg_features(arch)
         if checkpoint is not None:
             sd = load_state_dict_file(checkpoint)
             sd = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}

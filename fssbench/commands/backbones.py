@@ -6,14 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from fssbench.backbones.weights import ENV_VAR
-
-
-def _fmt_stages(info) -> str:  # noqa: ANN001 - BackboneInfo
-    stages = info.stage_layers
-    return " ".join(f"{s.stride}:{s.channels}" for s in stages)
 
 
 def backbones(
@@ -31,51 +27,59 @@ def backbones(
 
     infos = list_backbones(kind)
     wdir = resolve_weights_dir(weights_dir)
-    table = Table(title="backbones", title_justify="left", show_lines=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("kind", no_wrap=True)
-    table.add_column("arch")
-    table.add_column("pretraining", no_wrap=True)
+    table.add_column("arch", min_width=9)
+    table.add_column("pretrain", no_wrap=True)
     table.add_column("layers", justify="right", no_wrap=True)
-    table.add_column("stages (stride:channels)")
+    table.add_column("stage strides", min_width=6)
+    table.add_column("stage channels", min_width=9)
     table.add_column("text", no_wrap=True)
-    table.add_column("weights", overflow="fold")
+    locations: list[tuple[str, str]] = []
     n_missing = 0
     for info in infos:
-        layers = info.layer_specs()
         stages = info.stage_layers
         status = info.weights_status(wdir)
         if status is None:
-            weights = "[green]built in[/]"
+            locations.append((info.name, "[green]built in[/]"))
         elif status.found is not None:
-            weights = f"[green]found[/] {status.found}"
+            locations.append((info.name, f"[green]found[/]    {status.found}"))
         else:
             n_missing += 1
-            weights = f"[yellow]missing[/] -> {status.expected_location}"
-        text = f"yes ({info.text_dim})" if info.has_text and info.text_dim else ("yes" if info.has_text else "no")
+            locations.append((info.name, f"[yellow]missing[/]  expected at {status.expected_location}"))
+        text = (str(info.text_dim) if info.text_dim else "yes") if info.has_text else "no"
         table.add_row(
             info.name,
             info.kind,
-            f"{info.model} [dim]{info.arch}[/]" if info.model else info.arch,
+            f"{info.model} {info.arch}" if info.model else info.arch,
             info.pretraining,
-            f"{len(layers)} / {len(stages)}",
-            _fmt_stages(info),
+            f"{len(info.layer_specs())}/{len(stages)}",
+            " ".join(str(s.stride) for s in stages),
+            " ".join(str(s.channels) for s in stages),
             text,
-            weights,
         )
     out = _console.console
     out.print(table)
-    where = str(wdir) if wdir is not None else f"${ENV_VAR} not set"
     out.print(
-        f"layers = blocks / stages. weights directory: {where}; also searched: torch hub cache, "
-        "~/.cache/clip, Hugging Face cache. Nothing is downloaded.",
+        "layers = blocks/stages; strides and channels of each stage's last block; text = text-embedding dim",
+        soft_wrap=True,
+        highlight=False,
+    )
+    width = max((len(n) for n, _ in locations), default=0)
+    out.print("weights:", highlight=False)
+    for name, line in locations:  # paths on their own lines: never folded inside a table cell
+        out.print(f"  {name:<{width}}  {line}", soft_wrap=True, highlight=False)
+    where = str(wdir) if wdir is not None else f"${ENV_VAR} (not set)"
+    out.print(
+        f"weights directory: {where}; also searched: torch hub cache, ~/.cache/clip, Hugging Face cache "
+        "(read only, nothing is downloaded).",
         soft_wrap=True,
         highlight=False,
     )
     if n_missing:
         out.print(
-            f"{n_missing} backbone(s) without weights: put the named file in the weights directory "
-            "(or use weights='random' for tests).",
+            f"{n_missing} backbone(s) without weights: put the named file there or pass --weights-dir DIR.",
             soft_wrap=True,
             highlight=False,
         )

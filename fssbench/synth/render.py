@@ -40,7 +40,6 @@ MIN_VISIBLE_FRACTION = 0.55
 """Later objects may hide at most 45 % of an earlier labelled object."""
 
 _COLOUR_NAMES = list(COLOURS)
-_COLOUR_ARR = np.array([COLOURS[c] for c in _COLOUR_NAMES], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,12 +125,24 @@ class ObjectSpec:
     shade: tuple[float, float]  # shading strength, shading direction
 
 
-def _sample_appearance(rng: np.random.Generator, colour: str, r: float) -> tuple[float, tuple[float, float], np.ndarray, np.ndarray, tuple[float, float]]:
+def _sample_appearance(
+    rng: np.random.Generator, colour: str, texture: str, r: float
+) -> tuple[float, tuple[float, float], np.ndarray, np.ndarray, tuple[float, float]]:
+    """Texture period/phase, the two tones and the shading of one object.
+
+    Patterned objects mix a light and a dark tone of their colour around the instance
+    brightness, so that their mean colour matches a solid object's: the mean colour of an
+    object says which colour it has, not which texture.
+    """
     period = float(np.clip(r / rng.uniform(2.4, 3.4), 3.5, 10.0))
     phase = (float(rng.uniform()), float(rng.uniform()))
-    base = np.asarray(COLOURS[colour], dtype=np.float32)
-    primary = base * rng.uniform(0.82, 1.1) + rng.normal(0.0, 6.0, 3).astype(np.float32)
-    secondary = primary * rng.uniform(0.22, 0.45)
+    base = np.asarray(COLOURS[colour], dtype=np.float32) * rng.uniform(0.72, 1.0)
+    base = base + rng.normal(0.0, 6.0, 3).astype(np.float32)
+    if texture == "solid":
+        primary = secondary = base
+    else:
+        primary = base * rng.uniform(1.1, 1.3)
+        secondary = base * rng.uniform(0.35, 0.55)
     shade = (float(rng.uniform(0.0, 0.16)), float(rng.uniform(0, 2 * np.pi)))
     return period, phase, np.clip(primary, 0, 255), np.clip(secondary, 0, 255), shade
 
@@ -157,7 +168,7 @@ def sample_object(
         cy, cx = float(rng.uniform(y0, y1)), float(rng.uniform(x0, x1))
     theta = float(rng.uniform(0, 2 * np.pi))
     aspect = float(np.exp(rng.uniform(-0.22, 0.22)))
-    period, phase, primary, secondary, shade = _sample_appearance(rng, colour, r)
+    period, phase, primary, secondary, shade = _sample_appearance(rng, colour, texture, r)
     return ObjectSpec(shape, colour, texture, cy, cx, r, theta, aspect, period, phase, primary, secondary, shade)
 
 
@@ -220,14 +231,17 @@ def rasterise(spec: ObjectSpec) -> tuple[int, int, np.ndarray, np.ndarray]:
 
 
 class Canvas:
-    """A float RGB canvas plus the map of visible labelled instances (0 = unlabelled)."""
+    """A float RGB canvas plus the map of which object is visible where.
+
+    ``inst`` holds the 1-based index of the visible object at each pixel (0 = background);
+    ``objects[k - 1]`` is ``(key, class_id, area)`` of object ``k`` (``class_id`` 0: not labelled).
+    """
 
     def __init__(self, img: np.ndarray) -> None:
         self.img = img
         self.H, self.W = img.shape[:2]
         self.inst = np.zeros((self.H, self.W), dtype=np.int16)
-        self.inst_class: list[int] = [0]
-        self.inst_area: list[int] = [0]
+        self.objects: list[tuple[tuple[str, str, str], int, int]] = []
 
     def _crop(self, y0: int, x0: int, n: int) -> tuple[slice, slice, slice, slice]:
         ya, xa = max(0, y0), max(0, x0)
@@ -243,9 +257,9 @@ class Canvas:
         protect: bool = True,
         min_visible: float = MIN_VISIBLE_FRACTION,
     ) -> bool:
-        """Draw ``spec`` if it keeps every labelled object at least ``min_visible`` visible.
+        """Draw ``spec`` unless it would hide more than ``1 - min_visible`` of a labelled object.
 
-        ``class_id > 0`` makes it a labelled instance; ``min_inside`` is the fraction of it that
+        ``class_id > 0`` makes it a labelled object; ``min_inside`` is the fraction of it that
         must lie inside the image. Returns whether it was drawn.
         """
         y0, x0, alpha, rgb = rasterise(spec)
@@ -260,22 +274,35 @@ class Canvas:
         if inside == 0 or inside < min_inside * total:
             return False
         region = self.inst[ys, xs]
-        if protect and len(self.inst_class) > 1:
-            hidden = np.bincount(region[m].ravel(), minlength=len(self.inst_class))
-            if hidden[1:].any():
-                visible = np.bincount(self.inst.ravel(), minlength=len(self.inst_class))
-                for k in np.nonzero(hidden[1:])[0] + 1:
-                    if visible[k] - hidden[k] < min_visible * self.inst_area[k]:
+        if protect and self.objects:
+            n_obj = len(self.objects) + 1
+            hidden = np.bincount(region[m].ravel(), minlength=n_obj)
+            hidden[0] = 0
+            if hidden.any():
+                visible = None
+                for k in np.nonzero(hidden)[0]:
+                    _, cid, area = self.objects[k - 1]
+                    if cid == 0:
+                        continue
+                    if visible is None:
+                        visible = np.bincount(self.inst.ravel(), minlength=n_obj)
+                    if visible[k] - hidden[k] < min_visible * area:
                         return False
         a = alpha[ly, lx][..., None]
         self.img[ys, xs] = a * rgb[ly, lx] + (1.0 - a) * self.img[ys, xs]
-        if class_id > 0:
-            self.inst_class.append(class_id)
-            self.inst_area.append(inside)
-            region[m] = len(self.inst_class) - 1
-        else:
-            region[m] = 0
+        self.objects.append(((spec.shape, spec.colour, spec.texture), int(class_id), inside))
+        region[m] = len(self.objects)
         return True
+
+    def class_map(self) -> np.ndarray:
+        """Class id of the visible object at each pixel (0: background or unlabelled object)."""
+        lut = np.zeros(len(self.objects) + 1, dtype=np.uint8)
+        lut[1:] = [cid for _, cid, _ in self.objects]
+        return lut[self.inst]
+
+    def labelled_instances(self) -> np.ndarray:
+        """``inst`` with unlabelled objects set to 0."""
+        return np.where(self.class_map() > 0, self.inst, 0).astype(np.int16)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,6 +406,8 @@ class SynthImage:
     image: np.ndarray  # H x W x 3 uint8
     label: np.ndarray  # H x W uint8: 0 background, 1..20 class, 255 band / ignore
     classes: list[int]  # fold classes listed for this image (sorted)
+    instances: np.ndarray  # H x W int16: 1-based index of the visible object (0 = background)
+    objects: list[tuple[tuple[str, str, str], int, int]]  # per object: (shape, colour, texture), class id (0 = distractor/clutter), drawn area
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -423,10 +452,8 @@ def render_fss_image(seed: int, split: str, index: int) -> SynthImage:
         draw_clutter(rng, canvas, 1, protect=True)
 
     img = camera(rng, canvas.img)
-    inst = canvas.inst
-    cls_map = np.asarray(canvas.inst_class, dtype=np.uint8)
-    label = cls_map[inst]
-    label[boundary_band(inst)] = IGNORE
+    label = canvas.class_map()
+    label[boundary_band(canvas.labelled_instances())] = IGNORE
     present = []
     counts = np.bincount(label.ravel(), minlength=256)
     for cid in range(1, len(classes) + 1):
@@ -434,7 +461,7 @@ def render_fss_image(seed: int, split: str, index: int) -> SynthImage:
             present.append(cid)
         elif counts[cid] > 0:
             label[label == cid] = IGNORE  # a sliver too small to count: don't care
-    return SynthImage(img, label, present)
+    return SynthImage(img, label, present, canvas.inst, canvas.objects)
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,7 +491,7 @@ def render_pretrain_image(seed: int, index: int, size: int = 64) -> tuple[np.nda
         key = sample_distractor(rng, exclude=_NON_PRETRAIN_DISTRACTORS)
         canvas.try_draw(sample_object(rng, key, S, S, (0.08, 0.14)), 0, min_visible=0.75)
     img = camera(rng, canvas.img)
-    return img, label, (canvas.inst > 0).astype(np.uint8)
+    return img, label, (canvas.class_map() > 0).astype(np.uint8)
 
 
 def render_pretrain_batch(seed: int, n: int, size: int = 64, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,9 +34,10 @@ def input_masked_images(backbone: Backbone, images: torch.Tensor, masks: torch.T
         return images * m
     if fill != "mean":
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    # normalize(x * m + mean * (1 - m)) == m * normalize(x) for any m; for a {0, 1} mask it is bit-exact
+    # (the image inside, exactly 0 after normalisation outside), unlike un-normalising m * normalize(x).
     mean = torch.tensor(backbone.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return backbone.normalize(images) * m * std + mean
+    return images * m + mean * (1 - m)
 
 
 def hybrid_combine(feature_masked: torch.Tensor, input_masked: torch.Tensor) -> torch.Tensor:

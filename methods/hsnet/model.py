@@ -40,6 +40,7 @@ from fssbench.backbones.base import Backbone
 from fssbench.episode import EpisodeBatch
 from fssbench.errors import UserError
 from fssbench.methods import Capabilities, Method, TrainConfig, register_method
+from methods.hsnet.checkpoint import AuthorsCheckpoint, load_checkpoint, load_learner_state, split_state_dict
 from methods.hsnet.conv4d import CenterPivotConv4d
 from methods.hsnet.correlation import hypercorrelation_pyramid
 
@@ -298,13 +299,16 @@ class HSNet(Method):
         return F.interpolate(logits, query_image.shape[-2:], mode="bilinear", align_corners=True)
 
     def shot_logits(self, query_image: torch.Tensor, support_images: torch.Tensor, support_masks: torch.Tensor) -> torch.Tensor:
-        """Per-support 1-shot logits ``[B, K, 2, H, W]``; query features are computed once."""
-        bsz, k = support_images.shape[:2]
+        """Per-support 1-shot logits ``[B, K, 2, H, W]``.
+
+        Query features are computed once; each support runs through the backbone and the learner on
+        its own, as the authors' k-shot loop does (bounds the 4D learner's memory and keeps the
+        numbers bit-identical to theirs: batching the K supports changes conv rounding).
+        """
         q = self.extract_features(query_image)
-        s_all = self.support_features(support_images.flatten(0, 1), support_masks.flatten(0, 1))
         out = []
-        for i in range(k):  # one support at a time, as the authors (bounds the 4D-learner memory)
-            s = {n: f.view(bsz, k, *f.shape[1:])[:, i] for n, f in s_all.items()}
+        for i in range(support_images.shape[1]):
+            s = self.support_features(support_images[:, i], support_masks[:, i])
             logits = self.hpn_learner(self._pyramid(q, s))
             out.append(F.interpolate(logits, query_image.shape[-2:], mode="bilinear", align_corners=True))
         return torch.stack(out, dim=1)
@@ -341,12 +345,8 @@ class HSNet(Method):
     # --- state -------------------------------------------------------------------------------------
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         """Our own ``trainable_state`` or an authors' state dict (``module.``/``backbone.`` keys)."""
-        from methods.hsnet.checkpoint import load_learner_state, split_state_dict
-
         load_learner_state(self, split_state_dict(state))
 
-    def load_authors_checkpoint(self, path: str) -> "AuthorsCheckpoint":  # noqa: F821 - see checkpoint.py
+    def load_authors_checkpoint(self, path: str) -> AuthorsCheckpoint:
         """Load a released HSNet(-HM) checkpoint's learner; its backbone weights are returned, not loaded."""
-        from methods.hsnet.checkpoint import load_checkpoint
-
         return load_checkpoint(self, path)

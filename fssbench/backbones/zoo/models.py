@@ -297,9 +297,10 @@ class AttnPool(nn.Module):
         return self.c_proj(a)
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
-        """Value path per location (MaskCLIP): ``c_proj(v_proj(x + pos))`` -> ``[B, D, h, w]``."""
+        """Value path per location (MaskCLIP, as ``clip.py`` does for OpenAI's ResNets):
+        ``c_proj(v_proj(x))`` on every spatial token, no positional embedding -> ``[B, D, h, w]``."""
         b, c, h, w = x.shape
-        t = x.flatten(2).transpose(1, 2) + self._pos(h, w)[1:]
+        t = x.flatten(2).transpose(1, 2)
         y = self.c_proj(self.v_proj(t))
         return y.transpose(1, 2).reshape(b, -1, h, w)
 

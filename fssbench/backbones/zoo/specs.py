@@ -7,7 +7,7 @@ name           arch       network                                      pretraini
 =============  =========  ===========================================  ===========================
 zoo-rn-s       cnn        ZooResNet width 16, blocks [1, 1, 1, 1]      supervised (48 classes)
 zoo-rn-m       cnn        ZooResNet width 20, blocks [2, 2, 3, 2]      supervised   (scale-up)
-zoo-vit        vit        ViT patch 8, dim 96, 8 blocks, 4 stages      supervised   (arch shift)
+zoo-vit        vit        ViT patch 8, dim 64, 8 blocks, 4 stages      supervised   (arch shift)
 zoo-clip-rn    cnn        zoo-rn-s trunk + attnpool, text transformer  contrastive  (pre-training)
 =============  =========  ===========================================  ===========================
 
@@ -68,7 +68,7 @@ ZOO: dict[str, ZooSpec] = {
             pretraining="zoo-sup",
             upgrade="base",
             config={"width": 16, "layers": [1, 1, 1, 1]},
-            steps=1400,
+            steps=1200,
             batch=64,
             lr=2e-3,
             seed=101,
@@ -82,7 +82,7 @@ ZOO: dict[str, ZooSpec] = {
             pretraining="zoo-sup",
             upgrade="scale-up of zoo-rn-s",
             config={"width": 20, "layers": [2, 2, 3, 2]},
-            steps=1400,
+            steps=1000,
             batch=64,
             lr=2e-3,
             seed=102,
@@ -92,10 +92,10 @@ ZOO: dict[str, ZooSpec] = {
             name="zoo-vit",
             arch="vit",
             family="vit",
-            model="ZooViT (patch 8, dim 96, 8 blocks, 3 heads; stages = pairs of blocks)",
+            model="ZooViT (patch 8, dim 64, 8 blocks, 2 heads; stages = pairs of blocks)",
             pretraining="zoo-sup",
             upgrade="architecture shift (CNN -> ViT)",
-            config={"patch": 8, "dim": 96, "depth": 8, "heads": 3, "blocks_per_stage": 2},
+            config={"patch": 8, "dim": 64, "depth": 8, "heads": 2, "blocks_per_stage": 2},
             steps=1000,
             batch=64,
             lr=1e-3,

@@ -1,0 +1,40 @@
+"""The command line as a user meets it: help lists every command, errors are one line, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fssbench.commands import COMMAND_MODULES
+
+FSSBENCH = [sys.executable, "-m", "fssbench.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*FSSBENCH, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for name in ("synth", "data", "episodes", "backbones", "zoo", "run", "report", "regress"):
+        assert name in out.stdout, name
+    assert set(COMMAND_MODULES) >= {"synth", "data", "episodes", "backbones", "zoo", "run", "report"}
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("data", "check", "/nonexistent/root", "--dataset", "pascal"), "does not exist"),
+        (("data", "check", "."), "Missing option"),
+        (("episodes", "export", "--dataset", "nope", "--root", ".", "--out", "x.json"), "unknown dataset 'nope'"),
+        (("episodes", "show", "/nonexistent.json"), "not found"),
+        (("run", "/nonexistent.yaml"), "not found"),
+        (("report", "/nonexistent/results"), "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line(args, needle):
+    out = run(*args)
+    assert out.returncode != 0
+    assert needle in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
