@@ -112,9 +112,6 @@ class Method(nn.Module, ABC):
         """Binary prediction ``[B, H, W]``: the argmax of ``predict``."""
         return self.predict(batch).argmax(dim=1)
 
-    def forward(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss, so DistributedDataParallel can wrap a method and all-reduce gradients."""
-        return self.loss(batch)
 
     # --- state -----------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

@@ -87,7 +87,9 @@ class SuiteRunner:
         if name not in self._backbones:
             from fssbench.backbones import create_backbone
 
-            self._backbones[name] = create_backbone(name).to(self.device)
+            base, _, variant = name.partition(":")
+            weights = "random" if variant == "random" else "auto"
+            self._backbones[name] = create_backbone(base, weights=weights).to(self.device)
         return self._backbones[name]
 
     def protocol(self, run: Run) -> Protocol:

@@ -132,7 +132,7 @@ class Suite:
                                 "seed": seed,
                                 "protocol": proto.to_dict(),
                             }
-                            decoder_id = f"{m.name}-{bb.train}-f{fold}-s{seed}-{canonical_hash(dkey, 10)}"
+                            decoder_id = f"{m.name}-{bb.train}-f{fold}-s{seed}-{canonical_hash(dkey, 10)}".replace(":", "+")
                         for shot in self.shots:
                             for kind in self.kinds:
                                 config = {
@@ -156,7 +156,7 @@ class Suite:
                                 run_id = (
                                     f"{m.label}-{bb.train}{stitch}-f{fold}-{shot}shot-{kind}-s{seed}-"
                                     f"{canonical_hash({k: v for k, v in config.items() if k != 'label'}, 10)}"
-                                )
+                                ).replace(":", "+")
                                 runs.append(Run(run_id, decoder_id, config, tcfg))
         return runs
 
@@ -369,9 +369,12 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool) ->
                         f"method '{m.name}' cannot be stitched ({bb.train} -> {bb.eval}); evaluate it on its training backbone"
                     )
     for bb in suite.backbones:
-        for name in {bb.train, bb.eval}:
-            if name not in known_bb:
-                problems.append(f"unknown backbone '{name}' (see `fssbench backbones`)")
+        for name in sorted({bb.train, bb.eval}):
+            base, _, variant = name.partition(":")
+            if base not in known_bb:
+                problems.append(f"unknown backbone '{base}' (see `fssbench backbones`)")
+            elif variant not in ("", "random"):
+                problems.append(f"unknown backbone variant '{name}'; the only variant is '{base}:random' (random init)")
     try:
         get_protocol(suite.protocol.get("name", "hsnet"), **{k: v for k, v in suite.protocol.items() if k != "name"})
     except UserError as exc:

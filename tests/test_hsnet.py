@@ -330,14 +330,14 @@ def test_kshot_vote_rule_on_hand_made_masks():
     assert kshot_vote(one).tolist() == [[[0, 1, 1]]]
 
 
-def test_predict_mask_votes_and_predict_averages(toy50, monkeypatch):
+def test_predict_mask_votes_and_predict_encodes_the_vote(toy50, monkeypatch):
     m = build(toy50)
     fg = torch.tensor([[[1.0, 1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 1.0]]])  # [K, 1, 4]
     fake = torch.stack([-fg, fg], dim=1).unsqueeze(0)  # [1, K, 2, 1, 4]; argmax = fg
     monkeypatch.setattr(m, "shot_logits", lambda *a: fake)
     b = make_batch(bsz=1, shot=3, h=4, w=4)
     assert m.predict_mask(b).tolist() == [[[1, 1, 0, 1]]]  # votes 1, 2, 0, 1; max 2 -> >= 1 vote
-    torch.testing.assert_close(m.predict(b), fake.mean(1))
+    assert m.predict(b).argmax(1).tolist() == [[[1, 1, 0, 1]]]  # the harness scores predict's argmax
 
 
 def test_needs_support_masks(toy50):
@@ -499,3 +499,20 @@ def test_checkpoint_errors(toy50, tmp_path):
     with pytest.raises(UserError, match="unexpected key"):
         load_checkpoint(m, tmp_path / "other.pt")
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # failed loads change nothing
+
+
+def test_predict_scores_encode_the_kshot_vote():
+    """The harness scores ``predict``; its argmax must equal the authors' vote for K > 1."""
+    import types
+
+    import torch
+
+    from methods.hsnet.model import HSNet, kshot_vote
+
+    shot_logits = torch.randn(2, 3, 2, 9, 9)
+    fake = types.SimpleNamespace(_batch_logits=lambda batch: shot_logits)
+    scores = HSNet.predict(fake, None)
+    assert torch.equal(scores.argmax(1), kshot_vote(shot_logits.argmax(dim=2)))
+    one = shot_logits[:, :1]
+    fake1 = types.SimpleNamespace(_batch_logits=lambda batch: one)
+    assert torch.equal(HSNet.predict(fake1, None), one[:, 0])

@@ -12,6 +12,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "data",
     "episodes",
     "backbones",
+    "zoo",
     "run",
     "report",
 )

@@ -139,7 +139,9 @@ def train(
         raise UserError(f"method '{method.name}' has no trainable parameters; set train: false for it")
     model: torch.nn.Module = method
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            _LossModule(method), device_ids=[device.index] if device.type == "cuda" else None
+        )
     opt = build_optimizer(params, cfg)
     steps_per_epoch = math.ceil(cfg.episodes_per_epoch / cfg.batch_size)
     sched = build_schedule(opt, cfg, steps_per_epoch * cfg.epochs)
@@ -223,6 +225,17 @@ def train(
         checkpoint=str(out_dir / "best.pt"),
         resumed_from=resumed_from,
     )
+
+
+class _LossModule(torch.nn.Module):
+    """Expose ``method.loss`` as ``forward`` for DDP, leaving each method free to define its own forward."""
+
+    def __init__(self, method: Method) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.method.loss(batch)
 
 
 def _ddp_loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:

@@ -320,10 +320,20 @@ class HSNet(Method):
 
     # --- Method API --------------------------------------------------------------------------------
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:
-        """Logits ``[B, 2, H, W]``; with K > 1 the mean of the per-support logits (scoring uses
-        ``predict_mask``, which applies the authors' vote)."""
+        """Scores ``[B, 2, H, W]`` whose argmax is the prediction.
+
+        1-shot: the logits. K > 1: the authors' vote, encoded as scores: foreground = vote fraction
+        ``votes / max(max_vote, 1)``, background = just under the threshold, so the argmax is exactly
+        ``kshot_vote`` at input resolution and a protocol that resizes scores back to the original
+        label resizes the vote fraction (the authors resize each shot's logits first, then vote).
+        """
         logits = self._batch_logits(batch)
-        return logits[:, 0] if logits.shape[1] == 1 else logits.mean(dim=1)
+        if logits.shape[1] == 1:
+            return logits[:, 0]
+        votes = logits.argmax(dim=2).sum(dim=1).float()
+        bsz = votes.shape[0]
+        frac = votes / votes.view(bsz, -1).max(dim=1).values.clamp(min=1).view(bsz, 1, 1)
+        return torch.stack([torch.full_like(frac, VOTE_THRESHOLD - 1e-4), frac], dim=1)
 
     def predict_mask(self, batch: EpisodeBatch) -> torch.Tensor:
         """Binary ``[B, H, W]``: the argmax for 1-shot, the authors' vote (``kshot_vote``) for K > 1."""

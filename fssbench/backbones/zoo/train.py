@@ -3,10 +3,14 @@
 Everything that could vary is pinned: the data (``render_pretrain_batch`` with fixed seeds; an
 image depends only on its seed and index, so rendering in worker processes changes nothing), the
 initialisation and batch order (``torch.manual_seed(spec.seed)`` and a seeded ``torch.Generator``),
-the kernels (``torch.use_deterministic_algorithms(True)``) and the thread count
-(``torch.set_num_threads(2)``, also on machines with more cores, since CPU reductions are split by
-thread). On one machine two builds give byte-identical checkpoints; across CPUs/torch versions the
-numbers may differ in the last bits, which is why shipped checkpoints carry their own checksums.
+the kernels (``torch.use_deterministic_algorithms(True)``) and the thread count: every model
+trains **single-threaded** (``torch.set_num_threads(1)``; CPU reductions are split by thread, so
+1 and 2 threads give different bits), and the machine's cores are used by training models in
+parallel worker processes (``jobs``, default 2) instead. Single-threaded workers are also far more
+robust on a shared machine: with 2 OpenMP threads on 2 busy cores a step took 4-8 s instead of
+0.1 s. Which worker trains a model, and how many workers there are, changes nothing. On one
+machine two builds give byte-identical checkpoints; across CPUs/torch versions the numbers may
+differ in the last bits, which is why shipped checkpoints carry their own checksums.
 
 Check figures (written to the manifest, shown by ``fssbench zoo list``) are measured on held-out
 pretraining images (a separate seed) with the fp16 weights exactly as stored:
@@ -42,7 +46,8 @@ from fssbench.backbones.zoo.store import (
     wrap_backbone,
 )
 
-THREADS = 2
+THREADS = 1  # torch threads per model (part of the recipe: changing it changes the bits)
+JOBS = 2  # parallel model-training processes (changes nothing but the wall time)
 TRAIN_SEED = 7001  # render seed of the training pool
 HELDOUT_SEED = 7002  # render seed of the held-out images (check figures)
 PROBE_SEED = 7003  # seed of the fold-class images of the FSS probe
@@ -82,7 +87,7 @@ def _render_chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarr
     return render_pretrain_batch(seed, n, size, start=start)
 
 
-def render_pool(seed: int, n: int, size: int = IMAGE_SIZE, workers: int = THREADS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def render_pool(seed: int, n: int, size: int = IMAGE_SIZE, workers: int = JOBS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` pretraining images of the ``seed`` stream as tensors: images uint8 [n,3,s,s],
     labels int64 [n], masks uint8 [n,s,s]. The result does not depend on ``workers``."""
     chunk = 256
@@ -116,7 +121,7 @@ class Pools:
 _POOL_CACHE: dict[tuple[int, int], Pools] = {}
 
 
-def get_pools(n_train: int = N_TRAIN, n_heldout: int = N_HELDOUT, workers: int = THREADS) -> Pools:
+def get_pools(n_train: int = N_TRAIN, n_heldout: int = N_HELDOUT, workers: int = JOBS) -> Pools:
     key = (n_train, n_heldout)
     if key not in _POOL_CACHE:
         _POOL_CACHE.clear()
@@ -382,6 +387,30 @@ def build_one(
     return data, entry
 
 
+# Rough single-thread cost (seconds on the reference 2-core machine), to start the longest first.
+_COST = {"zoo-rn-m": 190, "zoo-clip-rn": 190, "zoo-vit": 160, "zoo-rn-s": 100}
+
+_WORKER_POOLS: Pools | None = None
+_WORKER_QUEUE: Any = None
+
+
+def _worker_init(pools: Pools, queue: Any) -> None:
+    global _WORKER_POOLS, _WORKER_QUEUE
+    _WORKER_POOLS, _WORKER_QUEUE = pools, queue
+    torch.set_num_threads(THREADS)
+
+
+def _worker_build(name: str, steps: int | None, probe: bool) -> tuple[bytes, dict[str, Any]]:
+    assert _WORKER_POOLS is not None
+    queue = _WORKER_QUEUE
+
+    def report(what: str, done: int, total: int) -> None:
+        if queue is not None and (done == total or done % 10 == 0):
+            queue.put((what, done, total))
+
+    return build_one(name, _WORKER_POOLS, steps=steps, progress=report, probe=probe)
+
+
 def build_zoo(
     out: Path,
     only: list[str] | None = None,
@@ -390,30 +419,72 @@ def build_zoo(
     n_heldout: int = N_HELDOUT,
     progress: Progress | None = None,
     probe: bool = True,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``only`` (default: the whole zoo) and write checkpoints + manifest into ``out``."""
-    names = list(ZOO) if not only else [get_spec(n).name for n in only]
+    """Train ``only`` (default: the whole zoo) and write checkpoints + manifest into ``out``.
+
+    ``jobs`` models train at once in forked worker processes (default: 2, or 1 on a 1-core
+    machine); ``jobs=1`` trains in this process. The checkpoints do not depend on ``jobs``.
+    """
+    import os
+
+    names = list(ZOO) if not only else list(dict.fromkeys(get_spec(n).name for n in only))
+    jobs = min(JOBS, os.cpu_count() or 1) if jobs is None else max(1, jobs)
+    jobs = min(jobs, len(names))
     t0 = time.perf_counter()
     if progress is not None:
         progress("render", 0, 1)
-    pools = get_pools(n_train, n_heldout)
+    with deterministic():
+        pools = get_pools(n_train, n_heldout, workers=max(jobs, 1))
     render_s = time.perf_counter() - t0
     if progress is not None:
         progress("render", 1, 1)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
     manifest.setdefault("models", {})
-    for name in names:
-        data, entry = build_one(name, pools, steps=steps, progress=progress, probe=probe)
+
+    def store(data: bytes, entry: dict[str, Any]) -> None:
         tmp = out / (entry["file"] + ".tmp")
         tmp.write_bytes(data)
         tmp.replace(out / entry["file"])
-        manifest["models"][name] = entry
+        manifest["models"][entry["name"]] = {k: v for k, v in entry.items() if k != "name"}
         write_manifest(out, manifest)
+
+    if jobs <= 1 or not hasattr(os, "fork"):
+        for name in names:
+            data, entry = build_one(name, pools, steps=steps, progress=progress, probe=probe)
+            store(data, {"name": name, **entry})
+    else:
+        import multiprocessing as mp
+        import queue as queue_mod
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        ctx = mp.get_context("fork")  # like DataLoader workers: single-threaded torch after fork
+        q = ctx.Queue()
+        order = sorted(names, key=lambda n: -_COST.get(n, 100))
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(pools, q)) as ex:
+            futures = {ex.submit(_worker_build, n, steps, probe): n for n in order}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                while True:
+                    try:
+                        msg = q.get_nowait()
+                    except queue_mod.Empty:
+                        break
+                    if progress is not None:
+                        progress(*msg)
+                for fut in done:
+                    data, entry = fut.result()
+                    store(data, {"name": futures[fut], **entry})
     manifest["format"] = 1
     manifest["torch"] = torch.__version__
-    manifest["threads"] = THREADS
-    manifest["render_seconds"] = round(render_s, 1)
-    manifest["build_seconds"] = round(time.perf_counter() - t0, 1)
+    manifest["threads_per_model"] = THREADS
+    manifest["last_build"] = {
+        "models": names,
+        "jobs": jobs,
+        "render_seconds": round(render_s, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     write_manifest(out, manifest)
     return manifest
