@@ -1,10 +1,10 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   -- create the venv, install, run the main job on the embedded synthetic world
+#   make demo   -- create the venv, install, run the smoke suite on the embedded synthetic world,
+#                  write its report and check it against the committed regression baseline
 #   make test   -- create the venv, install, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-DATA   ?= data/synth
 
 .PHONY: setup demo test bench clean
 
@@ -16,18 +16,16 @@ $(BIN)/fssbench: pyproject.toml
 
 setup: $(BIN)/fssbench
 
-$(DATA)/synth.json: | $(BIN)/fssbench
-	$(BIN)/fssbench synth --out $(DATA) --seed 0 --force
-
-demo: setup $(DATA)/synth.json
-	$(BIN)/fssbench data check $(DATA) --dataset pascal --shots 5
-	$(BIN)/fssbench episodes export --dataset pascal --root $(DATA) --fold 0 --shot 1 --episodes 1000 --seed 0 --out results/episodes/synth_fold0_1shot.json
+demo: setup
+	$(BIN)/fssbench run suites/smoke.yaml
+	$(BIN)/fssbench report results/smoke
+	$(BIN)/fssbench regress results/smoke --baseline results/baselines/smoke.json
 
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 bench: setup
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only
 
 clean:
-	rm -rf $(VENV) $(DATA) results/episodes
+	rm -rf $(VENV) data/synth results/smoke reports/smoke

@@ -93,8 +93,7 @@ class SuiteRunner:
         return self._backbones[name]
 
     def protocol(self, run: Run) -> Protocol:
-        p = dict(run.config["protocol"])
-        return Protocol(**p)
+        return Protocol(**run.config["protocol_settings"])
 
     # --- status --------------------------------------------------------------------
     def is_done(self, run: Run) -> bool:
@@ -190,7 +189,7 @@ class SuiteRunner:
             cfg["episodes"],
             cfg["seed"],
             split="val",
-            min_fg_pixels=cfg["protocol"].get("min_fg_pixels", 0),
+            min_fg_pixels=cfg["protocol_settings"].get("min_fg_pixels", 0),
         )
         path = self.out / "episodes" / f"{lst.hash[:16]}.json"
         if not path.exists():

@@ -148,7 +148,8 @@ class Suite:
                                     "shot": shot,
                                     "kind": kind,
                                     "seed": seed,
-                                    "protocol": proto.to_dict(),
+                                    "protocol": proto.name,
+                                    "protocol_settings": proto.to_dict(),
                                     "episodes": n_eps,
                                     "decoder_id": decoder_id,
                                 }

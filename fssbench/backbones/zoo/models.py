@@ -124,9 +124,9 @@ class ZooResNet(nn.Module):
 
 
 class ZooResNetClassifier(nn.Module):
-    """Supervised pretraining model: trunk + global-average-pool linear classifier, plus an
-    auxiliary per-pixel head (1x1 conv on stage-3 and upsampled stage-4 features) predicting
-    background / pretraining class from the render masks."""
+    """Supervised pretraining model: trunk + global-average-pool linear classifier; with
+    ``aux_seg`` also a per-pixel head (1x1 conv on stage-3 and upsampled stage-4 features)
+    predicting background / pretraining class from the render masks (off in the shipped zoo)."""
 
     def __init__(self, num_classes: int, width: int, layers: Sequence[int], aux_seg: bool = True) -> None:
         super().__init__()
