@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -216,6 +216,3 @@ def collate(episodes: Sequence[Episode]) -> EpisodeBatch:
         kind=episodes[0].kind,
     )
 
-
-def spec_dicts(specs: Sequence[EpisodeSpec]) -> list[dict[str, Any]]:
-    return [asdict(s) | {"supports": list(s.supports)} for s in specs]

@@ -10,7 +10,6 @@ result, and a file that fails to parse is reported, never used.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys

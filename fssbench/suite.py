@@ -79,9 +79,6 @@ class Run:
     config: dict[str, Any]
     train_config: dict[str, Any] | None
 
-    def get(self, key: str) -> Any:
-        return self.config.get(key)
-
 
 @dataclass
 class Suite:

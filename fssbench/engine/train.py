@@ -137,10 +137,10 @@ def train(
     params = [p for p in method.parameters() if p.requires_grad]
     if not params:
         raise UserError(f"method '{method.name}' has no trainable parameters; set train: false for it")
-    model: torch.nn.Module = method
+    model: torch.nn.Module = _LossModule(method)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
-            _LossModule(method), device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None
         )
     opt = build_optimizer(params, cfg)
     steps_per_epoch = math.ceil(cfg.episodes_per_epoch / cfg.batch_size)
@@ -172,7 +172,7 @@ def train(
             shard = group[rank::world] or group[:1]
             batch = collate(shard).to(device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss, _logs = method.loss(batch) if world == 1 else _ddp_loss(model, batch)
+                loss, _logs = model(batch)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -228,7 +228,8 @@ def train(
 
 
 class _LossModule(torch.nn.Module):
-    """Expose ``method.loss`` as ``forward`` for DDP, leaving each method free to define its own forward."""
+    """``method.loss`` as ``forward``: one training path that DDP can wrap (so gradients are all-reduced),
+    leaving each method free to define its own ``forward``."""
 
     def __init__(self, method: Method) -> None:
         super().__init__()
@@ -236,11 +237,6 @@ class _LossModule(torch.nn.Module):
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         return self.method.loss(batch)
-
-
-def _ddp_loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    """Route the loss through the DDP wrapper's forward so gradients are all-reduced."""
-    return model(batch)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

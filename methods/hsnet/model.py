@@ -205,6 +205,14 @@ class HPNLearner(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+def vote_fraction(shot_masks: torch.Tensor) -> torch.Tensor:
+    """Summed votes of per-support binary predictions ``[B, K, H, W]`` divided by each image's largest
+    vote count (guarded to be at least 1): ``[B, H, W]`` float in [0, 1]."""
+    votes = shot_masks.long().sum(dim=1).float()
+    bsz = votes.shape[0]
+    return votes / votes.view(bsz, -1).max(dim=1).values.clamp(min=1).view(bsz, 1, 1)
+
+
 def kshot_vote(shot_masks: torch.Tensor, threshold: float = VOTE_THRESHOLD) -> torch.Tensor:
     """HSNet's k-shot rule on per-support binary predictions ``[B, K, H, W]`` -> ``[B, H, W]`` long.
 
@@ -212,12 +220,9 @@ def kshot_vote(shot_masks: torch.Tensor, threshold: float = VOTE_THRESHOLD) -> t
     at least 1) and thresholded: ``votes / max(max_vote, 1) >= threshold``. With K = 1 the single
     prediction is returned as is.
     """
-    votes = shot_masks.long().sum(dim=1)
     if shot_masks.shape[1] == 1:
-        return votes
-    bsz = votes.shape[0]
-    max_vote = votes.view(bsz, -1).max(dim=1).values.clamp(min=1).view(bsz, 1, 1)
-    return (votes.float() / max_vote >= threshold).long()
+        return shot_masks[:, 0].long()
+    return (vote_fraction(shot_masks) >= threshold).long()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,9 +335,7 @@ class HSNet(Method):
         logits = self._batch_logits(batch)
         if logits.shape[1] == 1:
             return logits[:, 0]
-        votes = logits.argmax(dim=2).sum(dim=1).float()
-        bsz = votes.shape[0]
-        frac = votes / votes.view(bsz, -1).max(dim=1).values.clamp(min=1).view(bsz, 1, 1)
+        frac = vote_fraction(logits.argmax(dim=2))
         return torch.stack([torch.full_like(frac, VOTE_THRESHOLD - 1e-4), frac], dim=1)
 
     def predict_mask(self, batch: EpisodeBatch) -> torch.Tensor:
