@@ -2,11 +2,12 @@
 #   make demo   -- create the venv, install, run the smoke suite on the embedded synthetic world,
 #                  write its report and check it against the committed regression baseline
 #   make test   -- create the venv, install, run the test suite
+# and, when wanted: make kshot (k-shot sensitivity suite, ~9 min on 2 CPU cores), make bench
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo kshot test bench clean
 
 $(BIN)/fssbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,10 @@ demo: setup
 	$(BIN)/fssbench report results/smoke
 	$(BIN)/fssbench regress results/smoke --baseline results/baselines/smoke.json
 
+kshot: setup
+	$(BIN)/fssbench run suites/kshot.yaml
+	$(BIN)/fssbench report results/kshot
+
 test: setup
 	$(BIN)/pytest -n 2
 
@@ -28,4 +33,4 @@ bench: setup
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only
 
 clean:
-	rm -rf $(VENV) data/synth results/smoke reports/smoke
+	rm -rf $(VENV) data/synth results/smoke reports/smoke results/kshot reports/kshot

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import IO, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -16,8 +18,21 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+LOG_WIDTH = 132
+
+
+def _width(stream: IO[str]) -> int | None:
+    """Terminals and ``$COLUMNS`` decide the width; elsewhere (CI logs, files, pipes) rich would
+    assume 80 columns and wrap every table row, so logs get ``LOG_WIDTH``."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return None if tty or os.environ.get("COLUMNS") else LOG_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 @contextmanager

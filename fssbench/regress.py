@@ -319,22 +319,34 @@ def _ci_excludes_zero(base: dict[str, Any], cur: dict[str, Any], metric: str, de
 
 
 def comparison_table(comp: Comparison, suite: str) -> Any:
+    """One row per checked metric; a cell's identity is printed on its first row only, and the
+    dataset/protocol goes to the title when every cell shares it (keeps CI logs narrow)."""
     from rich.table import Table
 
-    t = Table(title=f"fssbench regress: {suite}")
-    for name, just in (("Cell", "left"), ("Metric", "left"), ("Baseline", "right"), ("Current", "right"),
-                       ("Δ", "right"), ("Tol.", "right"), ("CI excl. 0", "center"), ("Status", "left")):
+    wheres = {f"{k[0]}/{k[1]}" if k[1] else k[0] for k in (c.key for c in comp.checks)}
+    shared = len(wheres) == 1
+    t = Table(title=f"fssbench regress: {suite}" + (f" ({next(iter(wheres))})" if shared else ""))
+    for name, just in (("Method", "left"), ("Backbone", "left"), ("Shot", "right"), ("Fold", "left"),
+                       ("Metric", "left"), ("Baseline", "right"), ("Current", "right"), ("Δ", "right"),
+                       ("Tol.", "right"), ("CI excl. 0", "center"), ("Status", "left")):
         t.add_column(name, justify=just)  # type: ignore[arg-type]
     style = {"ok": "green", "improved": "cyan", "regressed": "bold red", "missing": "bold red"}
+    previous = None
     for c in comp.checks:
+        ds, proto, method, opts, train, eval_, kind, shot, fold = c.key
+        label = method_label(method, json.loads(opts)) + ("" if kind == "mask" else f" [{kind}]")
+        if not shared:
+            label += f" {ds}/{proto}" if proto else f" {ds}"
+        ident = (label, backbone_label(train, eval_), str(shot), fold_name(fold))
         d = c.delta
         ci = "" if c.ci_excludes_zero is None else ("yes" if c.ci_excludes_zero else "no")
         status = c.status + (f" ({c.note})" if c.note else "")
         t.add_row(
-            describe(c.key), METRIC_NAMES[c.metric], f"{c.baseline:.2f}",
+            *(("",) * 4 if ident == previous else ident), METRIC_NAMES[c.metric], f"{c.baseline:.2f}",
             "–" if c.current is None else f"{c.current:.2f}", "–" if d is None else f"{d:+.2f}",
             f"{c.tolerance:.2f}", ci, f"[{style[c.status]}]{status}[/]",
         )
+        previous = ident
     return t
 
 

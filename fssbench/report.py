@@ -27,6 +27,7 @@ CSV files) and, for several seeds, ``62.3 ±1.1 (sd 0.8, n=3)``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -74,8 +75,28 @@ def options_label(options: Any) -> str:
     return ", ".join(parts)
 
 
+@functools.lru_cache(maxsize=None)
+def _method_defaults(method: str) -> tuple[tuple[str, str], ...]:
+    """The registered method's default options (canonical JSON values); empty when not installed."""
+    from fssbench.methods import get_method_class
+
+    try:
+        defaults = get_method_class(method).default_config
+    except UserError:
+        return ()
+    return tuple((k, json.dumps(v, sort_keys=True, default=str)) for k, v in defaults.items())
+
+
 def method_label(method: str, options: Any) -> str:
-    lab = options_label(options)
+    """``hsnet (fg_weight=6.0)``: the method and the options that differ from its defaults.
+
+    Results keep every resolved option (the cell identity); labels leave the defaults out so tables
+    stay readable. Methods that are not installed show all their options."""
+    if isinstance(options, str):
+        options = json.loads(options) if options else {}
+    defaults = dict(_method_defaults(str(method)))
+    shown = {k: v for k, v in (options or {}).items() if defaults.get(k) != json.dumps(v, sort_keys=True, default=str)}
+    lab = options_label(shown)
     return f"{method} ({lab})" if lab else str(method)
 
 

@@ -106,6 +106,14 @@ class SuiteRunner:
         except ValueError:
             return False
 
+    def foreign_results(self, runs: list[Run]) -> list[Path]:
+        """Result files in the results folder that are not runs of ``runs`` (the full expansion):
+        left by an earlier version of the suite or another profile. Reports read them too."""
+        if not self.out.is_dir():
+            return []
+        ids = {r.run_id for r in runs}
+        return sorted(p for p in self.out.glob("*.json") if not p.name.startswith(".") and p.stem not in ids)
+
     def decoder_dir(self, decoder_id: str) -> Path:
         return self.out / "decoders" / decoder_id
 
@@ -137,12 +145,18 @@ class SuiteRunner:
         return stats
 
     def _make_method(self, run: Run, backbone_name: str) -> Method:
-        """Build the method with its parameters initialised from the run's seed (same seed, same init)."""
+        """Build the method with its parameters initialised from the run's seed (same seed, same init).
+
+        The backbone is fetched first: building one draws from the RNG (random init before its
+        weights load), so seeding before it would make the method's init depend on whether an
+        earlier run of the suite had already built that backbone.
+        """
         from fssbench.engine.train import seed_everything
 
         cfg = run.config
+        backbone = self.backbone(backbone_name)
         seed_everything(cfg["seed"])
-        return create_method(cfg["method"], self.backbone(backbone_name), **cfg["method_options"]).to(self.device)
+        return create_method(cfg["method"], backbone, **cfg["method_options"]).to(self.device)
 
     def _train(self, decoder_id: str, run: Run, prog, say: Callable[[str], None]) -> None:
         from fssbench.engine.train import train

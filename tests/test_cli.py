@@ -38,3 +38,22 @@ def test_user_errors_are_one_line(args, needle):
     assert out.returncode != 0
     assert needle in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_logs_get_a_wide_console(monkeypatch):
+    """Pipes and CI logs are not terminals: without $COLUMNS rich would wrap tables at 80."""
+    import io
+
+    from fssbench.console import LOG_WIDTH, _width
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert _width(io.StringIO()) == LOG_WIDTH
+    monkeypatch.setenv("COLUMNS", "100")
+    assert _width(io.StringIO()) is None  # rich honours $COLUMNS itself
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("COLUMNS")
+    assert _width(Tty()) is None

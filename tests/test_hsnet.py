@@ -173,7 +173,7 @@ def test_registered_with_capabilities(toy50):
     caps = cls.capabilities
     assert caps.kinds == frozenset({"mask", "bbox", "scribble"})
     assert caps.trains and caps.batchable and not caps.stitchable
-    assert cls.default_config == {"layers": "auto", "hybrid_masking": False}
+    assert cls.default_config == {"layers": "auto", "hybrid_masking": False, "fg_weight": 1.0}
     assert cls.default_train.optimizer == "adam" and cls.default_train.lr == 1e-3
     m = create_method("hsnet", toy50)
     with pytest.raises(UserError, match="cannot be stitched"):
@@ -394,6 +394,26 @@ def test_loss_is_cross_entropy_with_ignore_as_background(toy50):
         ref = F.cross_entropy(logits.view(2, 2, -1), target.view(2, -1))
     torch.testing.assert_close(l1, l2)
     torch.testing.assert_close(l1, ref)
+
+
+def test_fg_weight_weights_the_foreground_class_only_in_the_loss(toy50):
+    b = make_batch(bsz=2, shot=1)
+    plain, weighted = build(toy50, seed=3), build(toy50, seed=3, fg_weight=4.0)
+    with torch.no_grad():
+        logits = plain.predict(b)
+        assert torch.equal(logits, weighted.predict(b))  # inference is unaffected
+        target = b.query_mask.bool().long()
+        ce = F.cross_entropy(logits.view(2, 2, -1), target.view(2, -1), reduction="none")
+        w = 1.0 + 3.0 * target.view(2, -1).float()
+        ref = (ce * w).sum() / w.sum()
+        torch.testing.assert_close(weighted.loss(b)[0], ref)
+        assert not torch.allclose(weighted.loss(b)[0], plain.loss(b)[0])
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "heavy", True])
+def test_fg_weight_must_be_a_positive_number(toy50, bad):
+    with pytest.raises(UserError, match="fg_weight must be a number > 0"):
+        HSNet(toy50, fg_weight=bad)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-import numpy as np
+"""Protocols: resizing, padding, original-size scoring and their episode counts."""
+
 import pytest
 import torch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -255,3 +256,23 @@ def test_missing_and_empty_results(app, tmp_path):
 def test_negative_tolerance(app, suite):
     res, base = suite
     assert "tolerance" in _user_error(invoke(app, "regress", res, "--baseline", base, "--tolerance", "-1"))
+
+
+def test_table_prints_each_cell_once_and_fits_a_log(suite):
+    """The cell's identity is on its first metric row only, the shared dataset/protocol in the title,
+    and at the log width (132 columns) no row wraps."""
+    from rich.console import Console
+
+    from fssbench.regress import comparison_table
+
+    res, base = suite
+    doc = load_baseline(base)
+    comp = compare(doc, {cell_key(c): dict(c) for c in doc["cells"]})
+    con = Console(width=132, record=True, file=open(os.devnull, "w"))
+    con.print(comparison_table(comp, "demo"))
+    lines = con.export_text().splitlines()
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) == len(comp.checks)  # one line per check: nothing wrapped
+    assert "fssbench regress: demo (" in lines[0]
+    firsts = [r for r in rows if r.split("│")[1].strip()]
+    assert len(firsts) == len(doc["cells"])  # mIoU and FB-IoU rows share one identity

@@ -216,6 +216,15 @@ def test_rows_by_options_and_kind_and_partial_folds(app, tmp_path):
     assert method_label("hsnet", {"n": 2, "aug": "diffss"}) == "hsnet (aug=diffss, n=2)"
 
 
+def test_labels_leave_out_default_options():
+    resolved = {"layers": "auto", "hybrid_masking": False, "fg_weight": 6.0}
+    assert method_label("hsnet", resolved) == "hsnet (fg_weight=6.0)"
+    assert method_label("hsnet", resolved | {"fg_weight": 1.0}) == "hsnet"
+    assert method_label("hm", resolved | {"hybrid_masking": True}) == "hm (fg_weight=6.0)"
+    assert method_label("hm", resolved) == "hm (fg_weight=6.0, hybrid_masking=False)"
+    assert method_label("not-installed", {"layers": "auto"}) == "not-installed (layers=auto)"
+
+
 def test_runs_without_records_propagate_intervals(tmp_path):
     runs = [make_run(fold=f, miou=60.0 + f, ci_half=2.0, records=False) for f in range(4)]
     cells = compute_cells(runs, n_boot=50)

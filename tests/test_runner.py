@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from fssbench.errors import UserError
 from fssbench.results import iter_results
@@ -150,6 +151,33 @@ def test_same_seed_same_numbers(tmp_path, synth_root):
         SuiteRunner(suite, tmp_path / name, device="cpu").run(runs, on_event=lambda s: None)
         out.append([(r.metrics["miou"], r.metrics["fbiou"]) for r in iter_results(tmp_path / name)])
     assert out[0] == out[1]
+
+
+def test_method_init_does_not_depend_on_earlier_runs(tmp_path, synth_root):
+    """A decoder trained after another one in the same process starts from the same weights as one
+    trained alone (building a backbone draws from the RNG; an earlier run may have built it)."""
+    suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root, folds="[1]"))
+    run = filter_runs(suite.expand(), "method=toy-decoder,shot=1,eval_backbone=toy-s")[0]
+    fresh = SuiteRunner(suite, tmp_path / "a", device="cpu")._make_method(run, "toy-s")
+    warm = SuiteRunner(suite, tmp_path / "b", device="cpu")
+    warm.backbone("toy-s")
+    warm.backbone("toy-m")
+    again = warm._make_method(run, "toy-s")
+    a, b = fresh.trainable_state(), again.trainable_state()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_results_of_other_suite_versions_are_named(tmp_path, synth_root):
+    suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root, folds="[0]"))
+    runs = suite.expand()
+    runner = SuiteRunner(suite, tmp_path / "results", device="cpu")
+    assert runner.foreign_results(runs) == []  # no folder yet
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / f"{runs[0].run_id}.json").write_text("{}")
+    stale = tmp_path / "results" / "prototype-old-f0-1shot-mask-s0-0123456789.json"
+    stale.write_text("{}")
+    (tmp_path / "results" / ".tmp-partial.json").write_text("")
+    assert runner.foreign_results(runs) == [stale]
 
 
 def test_sigkill_mid_suite_resumes_without_recomputing(tmp_path, synth_root):

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from fssbench.console import console
+from fssbench.console import console, err_console
 
 
 def run(
@@ -26,8 +26,18 @@ def run(
     from fssbench.suite import load_suite
 
     suite = load_suite(suite_file, profile, check_data=not dry_run)
-    runs = filter_runs(suite.expand(), only)
+    expanded = suite.expand()
+    runs = filter_runs(expanded, only)
     runner = SuiteRunner(suite, results_dir, device=device if not dry_run else "cpu")
+    foreign = runner.foreign_results(expanded)
+    if foreign:
+        err_console.print(
+            f"[yellow]note[/]: {len(foreign)} result file(s) in {runner.out} are not runs of this suite and profile "
+            f"(an earlier version of it, or another profile), e.g. {foreign[0].name}; `fssbench report` includes "
+            "them: move them away, or use --results-dir",
+            highlight=False,
+            soft_wrap=True,
+        )
     if dry_run:
         table = Table(title=f"{suite.name} ({suite.profile or 'base'}): {len(runs)} runs -> {runner.out}")
         for col in ("run id", "method", "backbone", "fold", "shot", "kind", "seed", "decoder", "status"):

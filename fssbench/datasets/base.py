@@ -19,6 +19,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from fssbench.datasets.io import read_index_mask, read_rgb
 from fssbench.errors import UserError
 
 IGNORE_INDEX = 255
@@ -92,6 +93,28 @@ class FSSDataset(ABC):
 
     def describe(self) -> str:
         return f"{self.name} at {self.root}"
+
+
+class IndexedMaskDataset(FSSDataset):
+    """Layouts with ``image_dir/NAME.jpg`` images and ``mask_dir/NAME.png`` class-index masks
+    (value = 1-based class, ``IGNORE_INDEX`` = boundary), as PASCAL-5i (SBD-augmented) and
+    COCO-20i (HSNet's PNG masks) ship them. Subclasses set ``image_dir`` and ``mask_dir``."""
+
+    image_dir: Path
+    mask_dir: Path
+
+    def image_path(self, name: str) -> Path:
+        return self.image_dir / f"{name}.jpg"
+
+    def label_path(self, name: str, class_id: int = 0) -> Path:
+        return self.mask_dir / f"{name}.png"
+
+    def load_image(self, name: str) -> np.ndarray:
+        return read_rgb(self.image_path(name))
+
+    def load_label(self, name: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+        raw = read_index_mask(self.label_path(name, class_id))
+        return (raw == class_id).astype(np.uint8), raw == IGNORE_INDEX
 
 
 _REGISTRY: dict[str, type[FSSDataset]] = {}

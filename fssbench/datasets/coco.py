@@ -42,9 +42,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from fssbench.datasets.base import IGNORE_INDEX, SPLITS, Entry, FSSDataset, register_dataset
+from fssbench.datasets.base import SPLITS, Entry, IndexedMaskDataset, register_dataset
 from fssbench.datasets.check import (
     Listed,
     Problems,
@@ -56,7 +54,7 @@ from fssbench.datasets.check import (
     scan,
     unique_names,
 )
-from fssbench.datasets.io import load_plain_pickle, read_classes_file, read_index_mask, read_rgb
+from fssbench.datasets.io import load_plain_pickle, read_classes_file
 from fssbench.datasets.splits import resolve_split_dir
 from fssbench.errors import DataError, MissingFileError, UserError
 
@@ -84,7 +82,7 @@ def _strip_jpg(name: str) -> str:
 
 
 @register_dataset("coco", "coco20i")
-class CocoDataset(FSSDataset):
+class CocoDataset(IndexedMaskDataset):
     """COCO-20i (COCO2014 images + HSNet's PNG masks) with HSNet's pickle split lists."""
 
     name = "coco"
@@ -97,8 +95,8 @@ class CocoDataset(FSSDataset):
         if scheme not in SPLIT_SCHEMES:
             raise UserError(f"unknown COCO split scheme '{scheme}'; choose one of: {', '.join(SPLIT_SCHEMES)}")
         self.split_scheme = scheme
-        self.base_dir = self.root / "COCO2014"
-        self.mask_root = self.base_dir / "annotations"
+        self.image_dir = self.root / "COCO2014"
+        self.mask_dir = self.image_dir / "annotations"
         self.lists_dir = resolve_split_dir(self.root, self.split_dir, "coco")
         self._class_names: dict[int, str] | None = None
         self._raw: dict[Path, tuple[dict[int, list[str]], list[str]]] = {}
@@ -204,20 +202,6 @@ class CocoDataset(FSSDataset):
             self._entries[key] = [Entry(name, c) for c in classes for name in lists.get(c, [])]
         return list(self._entries[key])
 
-    # --- files -------------------------------------------------------------
-    def image_path(self, name: str) -> Path:
-        return self.base_dir / f"{name}.jpg"
-
-    def label_path(self, name: str, class_id: int = 0) -> Path:
-        return self.mask_root / f"{name}.png"
-
-    def load_image(self, name: str) -> np.ndarray:
-        return read_rgb(self.image_path(name))
-
-    def load_label(self, name: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
-        raw = read_index_mask(self.label_path(name, class_id))
-        return (raw == class_id).astype(np.uint8), raw == IGNORE_INDEX
-
     # --- validation --------------------------------------------------------
     def check(self, shots: int = 1, *, progress: ScanProgress | None = None, workers: int | None = None) -> list[str]:
         """Every problem under ``root`` (folders, lists, images, masks, class counts), one line each."""
@@ -228,20 +212,20 @@ class CocoDataset(FSSDataset):
             return [str(exc)]
         image_ok: dict[str, bool] = {}
         mask_ok: dict[str, bool] = {}
-        if not self.base_dir.is_dir():
+        if not self.image_dir.is_dir():
             hint = "ROOT must be the folder that contains COCO2014/"
             if (self.root / "train2014").is_dir():
                 hint += f" (it looks like you passed COCO2014 itself; pass {self.root.parent})"
-            problems.add(missing_dir_problem(self.base_dir, hint))
+            problems.add(missing_dir_problem(self.image_dir, hint))
         for subset in SUBSETS.values():
-            image_ok[subset] = (self.base_dir / subset).is_dir()
-            mask_ok[subset] = (self.mask_root / subset).is_dir()
-            if self.base_dir.is_dir() and not image_ok[subset]:
-                problems.add(missing_dir_problem(self.base_dir / subset, f"extract COCO {subset}.zip there"))
-            if self.base_dir.is_dir() and not mask_ok[subset]:
+            image_ok[subset] = (self.image_dir / subset).is_dir()
+            mask_ok[subset] = (self.mask_dir / subset).is_dir()
+            if self.image_dir.is_dir() and not image_ok[subset]:
+                problems.add(missing_dir_problem(self.image_dir / subset, f"extract COCO {subset}.zip there"))
+            if self.image_dir.is_dir() and not mask_ok[subset]:
                 problems.add(
                     missing_dir_problem(
-                        self.mask_root / subset,
+                        self.mask_dir / subset,
                         f"COCO-20i needs HSNet's PNG masks ({subset}.zip from the HSNet README) there; "
                         "the official JSON annotations are not read",
                     )

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from fssbench.datasets.base import IGNORE_INDEX, SPLITS, Entry, FSSDataset, register_dataset
+from fssbench.datasets.base import SPLITS, Entry, IndexedMaskDataset, register_dataset
 from fssbench.datasets.check import (
     Listed,
     Problems,
@@ -46,7 +44,7 @@ from fssbench.datasets.check import (
     scan,
     unique_names,
 )
-from fssbench.datasets.io import read_classes_file, read_index_mask, read_rgb, read_text_lines
+from fssbench.datasets.io import read_classes_file, read_text_lines
 from fssbench.datasets.splits import resolve_split_dir
 from fssbench.errors import DataError, MissingFileError, UserError
 
@@ -88,7 +86,7 @@ def parse_pascal_line(line: str) -> tuple[str, int] | None:
 
 
 @register_dataset("pascal", "pascal5i")
-class PascalDataset(FSSDataset):
+class PascalDataset(IndexedMaskDataset):
     """PASCAL-5i (VOC2012 + SBD ``SegmentationClassAug``) with HSNet's split lists."""
 
     name = "pascal"
@@ -201,20 +199,6 @@ class PascalDataset(FSSDataset):
                 out.extend(item.entry for item in listed)
             self._entries[key] = out
         return list(self._entries[key])
-
-    # --- files -------------------------------------------------------------
-    def image_path(self, name: str) -> Path:
-        return self.image_dir / f"{name}.jpg"
-
-    def label_path(self, name: str, class_id: int = 0) -> Path:
-        return self.mask_dir / f"{name}.png"
-
-    def load_image(self, name: str) -> np.ndarray:
-        return read_rgb(self.image_path(name))
-
-    def load_label(self, name: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
-        raw = read_index_mask(self.label_path(name, class_id))
-        return (raw == class_id).astype(np.uint8), raw == IGNORE_INDEX
 
     # --- validation --------------------------------------------------------
     def check(self, shots: int = 1, *, progress: ScanProgress | None = None, workers: int | None = None) -> list[str]:

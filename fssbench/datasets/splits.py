@@ -242,7 +242,7 @@ def _build_coco(ds, out_dir: Path, force: bool, progress, workers) -> SplitBuild
     n_classes = ds.n_classes
     per_kind: dict[str, dict[int, list[str]]] = {}
     for kind, subset in (("trn", "train2014"), ("val", "val2014")):
-        mask_dir = ds.mask_root / subset
+        mask_dir = ds.mask_dir / subset
         if not mask_dir.is_dir():
             raise MissingFileError(
                 f"missing folder {mask_dir}: COCO-20i needs HSNet's PNG masks under COCO2014/annotations/{subset}/"

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fssbench.backbones.zoo.models import ZooBackbone, ZooCLIP, ZooResNetClassifier, ZooViT
+from fssbench.backbones.zoo.models import ZooBackbone, ZooCLIP
 from fssbench.backbones.zoo.specs import IMAGE_SIZE, ZOO, ZooSpec, get_spec
 from fssbench.backbones.zoo.store import (
     build_network,
@@ -376,7 +376,6 @@ def build_one(
     import hashlib
     import io
 
-    from fssbench.backbones.zoo.store import load_state
     from fssbench.backbones.weights import load_weights_into
 
     spec = get_spec(name)
