@@ -367,9 +367,26 @@ def cell_stats(
     return out
 
 
+UNRANKED = 10**6
+
+
+def method_ranks(runs: Sequence[RunResult]) -> dict[tuple[str, str], int]:
+    """``(method, options JSON) -> position in the suite's matrix`` (the order the suite's author
+    listed methods: baselines first, usually). Runs written before ranks existed get ``UNRANKED``."""
+    ranks: dict[tuple[str, str], int] = {}
+    for r in runs:
+        k = run_keys(r)
+        rank = r.config.get("method_rank")
+        rank = rank if isinstance(rank, int) and not isinstance(rank, bool) else UNRANKED
+        key = (k["method"], k["options"])
+        ranks[key] = min(rank, ranks.get(key, UNRANKED))
+    return ranks
+
+
 def compute_cells(runs: Sequence[RunResult], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """The tidy table of every cell: fold cells and, for rows covering all the table's folds, the mean."""
     stats = [_RunStats(r) for r in runs]
+    ranks = method_ranks(runs)
     groups: dict[tuple, list[_RunStats]] = {}
     for s in stats:
         groups.setdefault(tuple(s.keys[k] for k in CELL_KEYS), []).append(s)
@@ -404,17 +421,21 @@ def compute_cells(runs: Sequence[RunResult], n_boot: int = 1000, seed: int = 0) 
     if "folds" not in df:
         df["folds"] = None
     df["folds"] = [json.dumps(f) if isinstance(f, list) else "" for f in df["folds"]]
-    df = df.assign(_fo=[1e9 if f == "mean" else f for f in df["fold"]]).sort_values(
-        [*TABLE_KEYS, "method", "options", "train_backbone", "eval_backbone", "kind", "shot", "_fo", "metric"],
+    df = df.assign(
+        _fo=[1e9 if f == "mean" else f for f in df["fold"]],
+        _rank=[ranks.get((m, o), UNRANKED) for m, o in zip(df["method"], df["options"])],
+    ).sort_values(
+        [*TABLE_KEYS, "_rank", "method", "options", "train_backbone", "eval_backbone", "kind", "shot", "_fo", "metric"],
         key=_sort_column,
     )
     lead = [*CELL_KEYS[:-2], "label", "backbone", "shot", "fold", "metric", "value", "ci_lo", "ci_hi", "sd",
             "n_seeds", "n_runs", "n_folds", "folds", "ci_method", "episode_hash"]
-    return df[lead + [c for c in df.columns if c not in lead and c != "_fo"]].reset_index(drop=True)
+    return df[lead + [c for c in df.columns if c not in lead and c not in ("_fo", "_rank")]].reset_index(drop=True)
 
 
 def _sort_column(s: pd.Series) -> pd.Series:
-    """Row order: methods alphabetically (no options first), kinds in ANNOTATION_KINDS order."""
+    """Row order: methods in the suite's order, then alphabetically (no options first); kinds in
+    ANNOTATION_KINDS order."""
     if s.name == "kind":
         return s.map(_kind_rank)
     if s.name == "options":
@@ -625,11 +646,17 @@ def paired_comparisons(
     for r in runs:
         k = run_keys(r)
         info.append((r, k, method_label(k["method"], json.loads(k["options"]))))
+    ranks = method_ranks(runs)
+
     def ordered(members: list) -> tuple[list[str], list[str]]:
-        """Labels (and their method names) in table order: method, then options (none first)."""
-        by = {lab: (k["method"], "" if k["options"] == "{}" else k["options"]) for _, k, lab in members}
+        """Labels (and their method names) in table order: the suite's order, then method, then
+        options (none first); the first is the default reference."""
+        by = {
+            lab: (ranks.get((k["method"], k["options"]), UNRANKED), k["method"], "" if k["options"] == "{}" else k["options"])
+            for _, k, lab in members
+        }
         labs = sorted(by, key=lambda lab: by[lab])
-        return labs, [by[lab][0] for lab in labs]
+        return labs, [by[lab][1] for lab in labs]
 
     all_labels, all_methods = ordered(info)
     if reference is not None:

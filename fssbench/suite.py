@@ -32,6 +32,9 @@ DATASET_KEYS = {"name", "root", "split_dir", "generate", "options"}
 METHOD_KEYS = {"name", "options", "train", "label"}
 EVAL_KEYS = {"batch_size", "n_boot", "device"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+# Run-config keys that only shape presentation (row label, row order in reports); they stay out of
+# the run id so relabelling or reordering methods in a suite does not invalidate finished runs.
+PRESENTATION_KEYS = frozenset({"label", "method_rank"})
 
 
 class SuiteError(UserError):
@@ -109,7 +112,7 @@ class Suite:
         if self.dataset.get("split_dir"):
             data["split_dir"] = str(self.dataset["split_dir"])
         runs: list[Run] = []
-        for m in self.methods:
+        for rank, m in enumerate(self.methods):
             cls = get_method_class(m.name)
             options = {**cls.default_config, **m.options}
             trains = cls.capabilities.trains
@@ -135,6 +138,7 @@ class Suite:
                                 config = {
                                     "method": m.name,
                                     "label": m.label,
+                                    "method_rank": rank,
                                     "method_options": options,
                                     "train_backbone": bb.train,
                                     "eval_backbone": bb.eval,
@@ -153,7 +157,7 @@ class Suite:
                                 stitch = "" if bb.train == bb.eval else f"-to-{bb.eval}"
                                 run_id = (
                                     f"{m.label}-{bb.train}{stitch}-f{fold}-{shot}shot-{kind}-s{seed}-"
-                                    f"{canonical_hash({k: v for k, v in config.items() if k != 'label'}, 10)}"
+                                    f"{canonical_hash({k: v for k, v in config.items() if k not in PRESENTATION_KEYS}, 10)}"
                                 ).replace(":", "+")
                                 runs.append(Run(run_id, decoder_id, config, tcfg))
         return runs

@@ -81,6 +81,7 @@ def make_run(
     per_class: int = 8,
     spread: float = 6.0,
     episode_hash: str | None = None,
+    method_rank: int | None = None,
 ) -> RunResult:
     """One run with mIoU ``miou`` and FB-IoU ``fbiou`` (default ``miou + 10``).
 
@@ -113,6 +114,7 @@ def make_run(
             "seed": seed,
             "protocol": protocol,
             "episodes": len(recs),
+            **({} if method_rank is None else {"method_rank": method_rank}),
         },
         episode_hash=episode_hash or episode_hash_for(dataset, fold, shot, seed, len(recs)),
         metrics={

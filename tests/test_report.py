@@ -17,7 +17,7 @@ from fixtures_results import make_run, write_grid, write_run  # noqa: E402
 
 from fssbench.commands.report import register  # noqa: E402
 from fssbench.errors import UserError  # noqa: E402
-from fssbench.report import compute_cells, load_suite, method_label  # noqa: E402
+from fssbench.report import compute_cells, load_suite, method_label, paired_comparisons  # noqa: E402
 
 FAST = ["--n-boot", "100", "--n-perm", "200"]
 
@@ -223,6 +223,17 @@ def test_labels_leave_out_default_options():
     assert method_label("hm", resolved | {"hybrid_masking": True}) == "hm (fg_weight=6.0)"
     assert method_label("hm", resolved) == "hm (fg_weight=6.0, hybrid_masking=False)"
     assert method_label("not-installed", {"layers": "auto"}) == "not-installed (layers=auto)"
+
+
+def test_rows_and_reference_follow_the_suite_order():
+    """The suite lists the floor first: its rows come first and it is the default paired reference;
+    runs without a rank (older files) sort after ranked ones, alphabetically."""
+    runs = [make_run(method=m, miou=v, method_rank=r) for m, v, r in (("zeta", 30.0, 0), ("alpha", 50.0, 1))]
+    runs.append(make_run(method="beta", miou=40.0))
+    cells = compute_cells(runs, n_boot=50)
+    assert list(dict.fromkeys(cells.method)) == ["zeta", "alpha", "beta"]
+    paired = paired_comparisons(runs, n_boot=50, n_perm=100)
+    assert set(paired.reference) == {"zeta"} and list(paired.method) == ["alpha", "beta"]
 
 
 def test_runs_without_records_propagate_intervals(tmp_path):

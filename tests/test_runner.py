@@ -121,6 +121,24 @@ def test_expand_ids_stable_and_decoders_shared(tmp_path, synth_root):
         filter_runs(runs, "colour=red")
 
 
+def test_run_ids_ignore_label_and_order(tmp_path, synth_root):
+    """Relabelling or reordering a suite's methods keeps finished runs (same ids); the order is
+    recorded as ``method_rank`` for reports."""
+    text = """
+    name: order
+    matrix: {methods: [%s], backbones: [toy-s], folds: [0], shots: [1], kinds: [mask], seeds: [0]}
+    dataset: {name: pascal, root: %s}
+    """
+    hm = "{name: prototype, label: proto-hm, options: {hybrid_masking: true}}"
+    got = []
+    for methods in (f"prototype, {hm}", f"{hm}, {{name: prototype, label: floor}}"):
+        (tmp_path / "s.yaml").write_text(text % (methods, synth_root))
+        runs = load_suite(tmp_path / "s.yaml").expand()
+        got.append({r.config["method_options"]["hybrid_masking"]: (r.run_id.rsplit("-", 1)[1], r.config["method_rank"]) for r in runs})
+    assert got[0][True][0] == got[1][True][0] and got[0][False][0] == got[1][False][0]
+    assert (got[0][False][1], got[0][True][1]) == (0, 1) and (got[1][True][1], got[1][False][1]) == (0, 1)
+
+
 def test_run_end_to_end_and_skip(tmp_path, synth_root):
     suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root, folds="[0]"))
     runner = SuiteRunner(suite, tmp_path / "results", device="cpu")

@@ -15,7 +15,7 @@ def report(
     results: Path = typer.Argument(..., help="Results folder of a suite, e.g. results/<suite>."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: reports/<suite folder name>)."),
     reference: Optional[str] = typer.Option(
-        None, "--reference", "-r", help="Method (name or 'name (options)' label) the paired comparisons are against; default: the first."
+        None, "--reference", "-r", help="Method (name or 'name (options)' label) the paired comparisons are against; default: the suite's first method."
     ),
     n_boot: int = typer.Option(1000, "--n-boot", min=10, help="Bootstrap resamples for recomputed intervals."),
     n_perm: int = typer.Option(10000, "--n-perm", min=10, help="Sign-flip randomisations per paired test."),
