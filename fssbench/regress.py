@@ -43,24 +43,18 @@ from typing import Any
 import pandas as pd
 
 from fssbench.errors import UserError
-from fssbench.report import CELL_KEYS, METRIC_NAMES, METRICS, backbone_label, compute_cells, fold_name, load_runs, method_label
+from fssbench.report import CELL_KEYS, METRIC_NAMES, METRICS, backbone_label, compute_cells, fold_name, load_runs, method_label, options_dict, options_json
 
 BASELINE_FORMAT = "fssbench.baseline/1"
 DEFAULT_TOLERANCE = 1.0
 _KEY_FIELDS = ("dataset", "protocol", "method", "options", "train_backbone", "eval_backbone", "kind", "shot", "fold")
 
 
-def _options_obj(options: Any) -> dict[str, Any]:
-    if isinstance(options, str):
-        return json.loads(options) if options else {}
-    return dict(options or {})
-
-
 def cell_key(cell: dict[str, Any]) -> tuple:
     """Hashable identity of a cell (baseline dict or cells-frame record)."""
     fold = cell["fold"]
     fold = "mean" if fold == "mean" else int(fold)
-    opts = json.dumps(_options_obj(cell.get("options")), sort_keys=True, separators=(",", ":"), default=str)
+    opts = options_json(options_dict(cell.get("options")))
     train = str(cell["train_backbone"])
     return (
         str(cell.get("dataset", "")),
@@ -75,11 +69,16 @@ def cell_key(cell: dict[str, Any]) -> tuple:
     )
 
 
+def where_label(key: tuple) -> str:
+    """``pascal/hsnet``: a cell's dataset and protocol."""
+    ds, proto = key[0], key[1]
+    return f"{ds}/{proto}" if proto else ds
+
+
 def describe(key: tuple) -> str:
     """``hsnet (aug=x) resnet50 mask pascal/hsnet 1-shot fold0``."""
-    ds, proto, method, opts, train, eval_, kind, shot, fold = key
-    where = f"{ds}/{proto}" if proto else ds
-    return f"{method_label(method, json.loads(opts))} {backbone_label(train, eval_)} {kind} {where} {shot}-shot {fold_name(fold)}"
+    _, _, method, opts, train, eval_, kind, shot, fold = key
+    return f"{method_label(method, opts)} {backbone_label(train, eval_)} {kind} {where_label(key)} {shot}-shot {fold_name(fold)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +322,7 @@ def comparison_table(comp: Comparison, suite: str) -> Any:
     dataset/protocol goes to the title when every cell shares it (keeps CI logs narrow)."""
     from rich.table import Table
 
-    wheres = {f"{k[0]}/{k[1]}" if k[1] else k[0] for k in (c.key for c in comp.checks)}
+    wheres = {where_label(c.key) for c in comp.checks}
     shared = len(wheres) == 1
     t = Table(title=f"fssbench regress: {suite}" + (f" ({next(iter(wheres))})" if shared else ""))
     for name, just in (("Method", "left"), ("Backbone", "left"), ("Shot", "right"), ("Fold", "left"),
@@ -333,10 +332,10 @@ def comparison_table(comp: Comparison, suite: str) -> Any:
     style = {"ok": "green", "improved": "cyan", "regressed": "bold red", "missing": "bold red"}
     previous = None
     for c in comp.checks:
-        ds, proto, method, opts, train, eval_, kind, shot, fold = c.key
-        label = method_label(method, json.loads(opts)) + ("" if kind == "mask" else f" [{kind}]")
+        _, _, method, opts, train, eval_, kind, shot, fold = c.key
+        label = method_label(method, opts) + ("" if kind == "mask" else f" [{kind}]")
         if not shared:
-            label += f" {ds}/{proto}" if proto else f" {ds}"
+            label += f" {where_label(c.key)}"
         ident = (label, backbone_label(train, eval_), str(shot), fold_name(fold))
         d = c.delta
         ci = "" if c.ci_excludes_zero is None else ("yes" if c.ci_excludes_zero else "no")

@@ -62,10 +62,16 @@ def options_json(options: Any) -> str:
     return json.dumps(options or {}, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def options_dict(options: Any) -> dict[str, Any]:
+    """Method options as a mapping, whether stored as one or as (canonical) JSON text."""
+    if isinstance(options, str):
+        return json.loads(options) if options else {}
+    return dict(options or {})
+
+
 def options_label(options: Any) -> str:
     """``aug=diffss, k=2`` from ``{"k": 2, "aug": "diffss"}`` ("" when none)."""
-    if isinstance(options, str):
-        options = json.loads(options) if options else {}
+    options = options_dict(options)
     if not options:
         return ""
     parts = []
@@ -92,10 +98,8 @@ def method_label(method: str, options: Any) -> str:
 
     Results keep every resolved option (the cell identity); labels leave the defaults out so tables
     stay readable. Methods that are not installed show all their options."""
-    if isinstance(options, str):
-        options = json.loads(options) if options else {}
     defaults = dict(_method_defaults(str(method)))
-    shown = {k: v for k, v in (options or {}).items() if defaults.get(k) != json.dumps(v, sort_keys=True, default=str)}
+    shown = {k: v for k, v in options_dict(options).items() if defaults.get(k) != json.dumps(v, sort_keys=True, default=str)}
     lab = options_label(shown)
     return f"{method} ({lab})" if lab else str(method)
 

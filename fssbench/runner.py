@@ -23,7 +23,7 @@ from fssbench.errors import UserError
 from fssbench.methods import Method, TrainConfig, create_method
 from fssbench.protocols import Protocol
 from fssbench.results import RunResult, environment, result_path
-from fssbench.suite import Run, Suite
+from fssbench.suite import BACKBONE_VARIANTS, Run, Suite, split_backbone
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -87,9 +87,8 @@ class SuiteRunner:
         if name not in self._backbones:
             from fssbench.backbones import create_backbone
 
-            base, _, variant = name.partition(":")
-            weights = "random" if variant == "random" else "auto"
-            self._backbones[name] = create_backbone(base, weights=weights).to(self.device)
+            base, variant = split_backbone(name)
+            self._backbones[name] = create_backbone(base, weights=BACKBONE_VARIANTS[variant]).to(self.device)
         return self._backbones[name]
 
     def protocol(self, run: Run) -> Protocol:
@@ -166,12 +165,6 @@ class SuiteRunner:
         method = self._make_method(run, cfg["train_backbone"])
         out = self.decoder_dir(decoder_id)
         task = prog.add_task(f"train {decoder_id}", total=tcfg.epochs * tcfg.episodes_per_epoch)
-        if (out / "last.pt").exists():
-            try:
-                done_epochs = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["epoch"] + 1
-                prog.update(task, completed=done_epochs * tcfg.episodes_per_epoch)
-            except Exception:  # noqa: BLE001 - the trainer reports a corrupt checkpoint itself
-                pass
         summary = train(
             method,
             self.dataset(),

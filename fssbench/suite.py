@@ -35,6 +35,14 @@ TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 # Run-config keys that only shape presentation (row label, row order in reports); they stay out of
 # the run id so relabelling or reordering methods in a suite does not invalidate finished runs.
 PRESENTATION_KEYS = frozenset({"label", "method_rank"})
+# ``NAME:VARIANT`` backbone references -> the ``weights`` argument of ``create_backbone``.
+BACKBONE_VARIANTS = {"": "auto", "random": "random"}
+
+
+def split_backbone(ref: str) -> tuple[str, str]:
+    """``("zoo-rn-s", "random")`` from ``"zoo-rn-s:random"``; the variant is "" when none is given."""
+    base, _, variant = ref.partition(":")
+    return base, variant
 
 
 class SuiteError(UserError):
@@ -372,10 +380,10 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool) ->
                     )
     for bb in suite.backbones:
         for name in sorted({bb.train, bb.eval}):
-            base, _, variant = name.partition(":")
+            base, variant = split_backbone(name)
             if base not in known_bb:
                 problems.append(f"unknown backbone '{base}' (see `fssbench backbones`)")
-            elif variant not in ("", "random"):
+            elif variant not in BACKBONE_VARIANTS:
                 problems.append(f"unknown backbone variant '{name}'; the only variant is '{base}:random' (random init)")
     try:
         get_protocol(suite.protocol.get("name", "hsnet"), **{k: v for k, v in suite.protocol.items() if k != "name"})

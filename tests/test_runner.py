@@ -198,6 +198,22 @@ def test_results_of_other_suite_versions_are_named(tmp_path, synth_root):
     assert runner.foreign_results(runs) == [stale]
 
 
+def test_resumed_training_reports_progress_from_the_checkpoint(tmp_path):
+    from fssbench.engine.train import train
+    from fssbench.methods import TrainConfig, create_method
+    from fssbench.protocols import get_protocol
+
+    data, proto = toy.ToyDataset(tmp_path), get_protocol("hsnet", img_size=32)
+    method = create_method("toy-decoder", toy.ToyBackbone())
+    steps: list[int] = []
+    for epochs in (2, 3):  # the second call resumes after epoch 2
+        steps.clear()
+        cfg = TrainConfig(epochs=epochs, episodes_per_epoch=6, batch_size=3, val_episodes=4)
+        summary = train(method, data, 0, proto, cfg, tmp_path / "dec", val_episodes=4, on_step=steps.append)
+    assert summary.resumed_from == 2
+    assert steps == [12, 3, 3] and sum(steps) == 3 * 6
+
+
 def test_sigkill_mid_suite_resumes_without_recomputing(tmp_path, synth_root):
     suite_file = write_suite(tmp_path / "s.yaml", synth_root, folds="[0, 1]", episodes="40")
     results = tmp_path / "results"

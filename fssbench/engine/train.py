@@ -126,7 +126,10 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainSummary:
-    """Train ``method`` on ``fold``'s base classes; resumes from ``out_dir/last.pt`` when present."""
+    """Train ``method`` on ``fold``'s base classes; resumes from ``out_dir/last.pt`` when present.
+
+    ``on_step(n)``: ``n`` more training episodes are done (on resume, first the finished epochs'
+    episodes, so a progress bar starts where the checkpoint left off)."""
     out_dir = Path(out_dir)
     device = torch.device(device)
     rank, world = distributed_context()
@@ -161,6 +164,8 @@ def train(
         start_epoch, best_epoch, best_miou = state["epoch"] + 1, state["best_epoch"], state["best_miou"]
         history = list(state.get("history", []))
         resumed_from = start_epoch
+        if on_step is not None:  # progress displays start where the checkpoint left off
+            on_step(start_epoch * cfg.episodes_per_epoch)
     writer = _tensorboard(out_dir) if is_main else None
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
