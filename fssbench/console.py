@@ -37,7 +37,13 @@ err_console = Console(stderr=True, width=_width(sys.stderr))
 
 @contextmanager
 def progress(transient: bool = False) -> Iterator[Progress]:
-    """A progress display on stderr (stdout stays clean for data); disabled when not a TTY-friendly run."""
+    """A progress display on stderr (stdout stays clean for data).
+
+    On a terminal the bars are live; elsewhere (logs, pipes) rich prints their final state once
+    when the work ends. When the work fails (an error, Ctrl-C) the bars are dropped instead, so
+    the one-line error is all that is left on stderr, not a half-filled bar above it. Task
+    descriptions are rich markup: escape user-provided text in them (``rich.markup.escape``).
+    """
     with Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -48,4 +54,8 @@ def progress(transient: bool = False) -> Iterator[Progress]:
         console=err_console,
         transient=transient,
     ) as prog:
-        yield prog
+        try:
+            yield prog
+        except BaseException:
+            prog.live.transient = True
+            raise

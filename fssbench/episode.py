@@ -43,18 +43,31 @@ class EpisodeSpec:
     class_id: int
     query: str
     supports: tuple[str, ...]
+    support_class: int | None = None
+    """The class annotated on the supports when it is not ``class_id`` (the support-reliance control)."""
+
+    @property
+    def support_class_id(self) -> int:
+        return self.class_id if self.support_class is None else self.support_class
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "episode_id": self.episode_id,
             "class_id": self.class_id,
             "query": self.query,
             "supports": list(self.supports),
         }
+        if self.support_class is not None:
+            d["support_class"] = self.support_class
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EpisodeSpec":
-        return cls(int(d["episode_id"]), int(d["class_id"]), str(d["query"]), tuple(map(str, d["supports"])))
+        sc = d.get("support_class")
+        return cls(
+            int(d["episode_id"]), int(d["class_id"]), str(d["query"]), tuple(map(str, d["supports"])),
+            None if sc is None else int(sc),
+        )
 
 
 def hash_specs(specs: Sequence[EpisodeSpec], header: dict[str, Any] | None = None) -> str:
@@ -99,10 +112,11 @@ class RawEpisode:
     query_mask: np.ndarray  # H x W uint8 {0, 1}
     query_ignore: np.ndarray  # H x W bool
     shots: list[RawShot] = field(default_factory=list)
+    support_class_name: str | None = None  # set when the supports show another class (control)
 
     @property
     def prompt(self) -> str:
-        return prompt_for(self.class_name)
+        return prompt_for(self.support_class_name or self.class_name)
 
     @property
     def shot(self) -> int:
@@ -136,10 +150,11 @@ class Episode:
     label_original: np.ndarray
     ignore_original: np.ndarray
     geometry: dict[str, Any]
+    support_class_name: str | None = None
 
     @property
     def prompt(self) -> str:
-        return prompt_for(self.class_name)
+        return prompt_for(self.support_class_name or self.class_name)
 
     @property
     def shot(self) -> int:
@@ -161,9 +176,34 @@ class EpisodeBatch:
     class_ids: torch.Tensor  # [B]
     prompts: list[str]
     kind: str
+    generators: list[torch.Generator] | None = None
+    """One CPU generator per episode, seeded from (sampling seed, episode id) by the evaluation
+    engine; ``None`` during training (training noise comes from the torch RNG seeded by the run)."""
 
     def __len__(self) -> int:
         return len(self.episodes)
+
+    def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Noise ``[B, *shape]`` on the batch's device: episode ``i``'s slice comes from its own generator.
+
+        Drawn on the CPU and moved, so a prediction never depends on batch size, batch
+        composition, run order or the device. Without generators (training) it is ``torch.randn``.
+        """
+        device = self.query_image.device
+        if self.generators is None:
+            return torch.randn(len(self), *shape, dtype=dtype, device=device)
+        if len(self.generators) != len(self):
+            raise ValueError(f"{len(self.generators)} generators for {len(self)} episodes")
+        noise = torch.stack([torch.randn(*shape, generator=g, dtype=torch.float32) for g in self.generators])
+        return noise.to(device=device, dtype=dtype)
+
+    def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Uniform [0, 1) noise ``[B, *shape]``, per-episode generators as :meth:`randn`."""
+        device = self.query_image.device
+        if self.generators is None:
+            return torch.rand(len(self), *shape, dtype=dtype, device=device)
+        noise = torch.stack([torch.rand(*shape, generator=g, dtype=torch.float32) for g in self.generators])
+        return noise.to(device=device, dtype=dtype)
 
     @property
     def shot(self) -> int:
@@ -185,11 +225,21 @@ class EpisodeBatch:
             class_ids=mv(self.class_ids),
             prompts=self.prompts,
             kind=self.kind,
+            generators=self.generators,
         )
 
 
-def collate(episodes: Sequence[Episode]) -> EpisodeBatch:
-    """Stack episodes that share kind, shot and input size."""
+def episode_generator(sampling_seed: int, episode_id: int) -> torch.Generator:
+    """The generator of one episode's evaluation-time noise: a function of (sampling seed, episode id) only."""
+    import numpy as np
+
+    seed = int(np.random.SeedSequence([int(sampling_seed), int(episode_id)]).generate_state(2, dtype=np.uint32).view(np.uint64)[0])
+    return torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def collate(episodes: Sequence[Episode], sampling_seed: int | None = None) -> EpisodeBatch:
+    """Stack episodes that share kind, shot and input size; with ``sampling_seed``, attach one
+    noise generator per episode (:func:`episode_generator`)."""
     if not episodes:
         raise ValueError("collate needs at least one episode")
     kinds = {e.kind for e in episodes}
@@ -214,5 +264,6 @@ def collate(episodes: Sequence[Episode]) -> EpisodeBatch:
         class_ids=torch.tensor([e.spec.class_id for e in episodes], dtype=torch.long),
         prompts=[e.prompt for e in episodes],
         kind=episodes[0].kind,
+        generators=None if sampling_seed is None else [episode_generator(sampling_seed, e.spec.episode_id) for e in episodes],
     )
 

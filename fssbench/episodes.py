@@ -81,10 +81,14 @@ class EpisodeList:
     @classmethod
     def load(cls, path: str | Path) -> "EpisodeList":
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"episode file '{path}' is a folder, not a file; pass the JSON file `fssbench episodes export` wrote")
         if not path.is_file():
             raise UserError(f"episode file '{path}' not found; create it with `fssbench episodes export`")
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError(f"a JSON {type(doc).__name__}, not an object")
             if doc.get("format") != FORMAT:
                 raise ValueError(f"format {doc.get('format')!r}")
             lst = cls(
@@ -98,8 +102,9 @@ class EpisodeList:
                 episodes=[EpisodeSpec.from_dict(d) for d in doc["episodes"]],
                 class_names={int(k): v for k, v in doc.get("class_names", {}).items()},
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"episode file '{path}' is not a valid {FORMAT} file ({exc}); re-export it") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise UserError(f"episode file '{path}' is not a valid {FORMAT} file ({reason}); re-export it") from None
         if lst.hash != doc.get("hash"):
             raise UserError(f"episode file '{path}' fails its content hash (edited or truncated); re-export it")
         return lst
@@ -209,7 +214,7 @@ def load_raw_episode(dataset: FSSDataset, spec: EpisodeSpec, fold: int, kind: st
     shots = []
     for name in spec.supports:
         image = dataset.load_image(name)
-        mask, ignore = dataset.load_label(name, spec.class_id)
+        mask, ignore = dataset.load_label(name, spec.support_class_id)
         shots.append(RawShot(name=name, image=image, annotation=derive_annotation(kind, mask, ignore)))
     return RawEpisode(
         spec=spec,
@@ -220,4 +225,5 @@ def load_raw_episode(dataset: FSSDataset, spec: EpisodeSpec, fold: int, kind: st
         query_mask=query_mask,
         query_ignore=query_ignore,
         shots=shots,
+        support_class_name=None if spec.support_class is None else dataset.class_names[spec.support_class],
     )

@@ -25,3 +25,11 @@ class MissingFileError(UserError):
 
 class DataError(UserError):
     """A dataset file exists but is unusable (corrupt image, unexpected mask values)."""
+
+
+class Interrupted(UserError):
+    """Ctrl-C during long work; the message says what was kept and how to continue
+    (e.g. ``interrupted: 3 of 12 runs finished and kept in results/x; run the same command again
+    to continue``). Exit code 130, the shell's code for SIGINT."""
+
+    exit_code = 130

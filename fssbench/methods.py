@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -29,7 +29,12 @@ from fssbench.errors import UserError
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a method can do; the suite runner rejects runs outside it before any work starts."""
+    """What a method can do; the suite runner rejects runs outside it before any work starts.
+
+    ``min_shot`` / ``max_shot`` hold for every kind unless ``shot_ranges`` gives a kind its own
+    ``(min, max)`` (``max`` ``None`` = any): e.g. text at k = 0 and masks at k >= 1 in one method.
+    ``text_kinds``: kinds that need a backbone with a text tower (``Backbone.has_text``).
+    """
 
     kinds: frozenset[str] = frozenset({"mask"})
     min_shot: int = 1
@@ -37,15 +42,45 @@ class Capabilities:
     trains: bool = True
     stitchable: bool = False
     batchable: bool = True
+    shot_ranges: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
+    text_kinds: frozenset[str] = frozenset({"text"})
+
+    def shot_range(self, kind: str) -> tuple[int, int | None]:
+        return tuple(self.shot_ranges.get(kind, (self.min_shot, self.max_shot)))  # type: ignore[return-value]
 
     def supports(self, kind: str, shot: int) -> str | None:
         """``None`` when (kind, shot) is supported, else the reason it is not."""
         if kind not in self.kinds:
             return f"annotation kind '{kind}' (supports {', '.join(sorted(self.kinds))})"
-        if shot < self.min_shot or (self.max_shot is not None and shot > self.max_shot):
-            hi = "any" if self.max_shot is None else str(self.max_shot)
-            return f"{shot}-shot (supports {self.min_shot}..{hi})"
+        lo, hi = self.shot_range(kind)
+        if shot < lo or (hi is not None and shot > hi):
+            return f"{shot}-shot {kind} supports (supports {lo}..{'any' if hi is None else hi} for {kind})"
         return None
+
+    def backbone_problem(self, kind: str, backbone: Any) -> str | None:
+        """``None`` when ``backbone`` can serve ``kind``, else why not."""
+        if kind in self.text_kinds and not getattr(backbone, "has_text", False):
+            return f"'{kind}' supports need a backbone with a text tower and {getattr(backbone, 'name', backbone)} has none"
+        return None
+
+
+@dataclass
+class Prediction:
+    """What ``Method.predict`` may return instead of bare scores.
+
+    ``scores``: ``[B, 2, H, W]`` background/foreground scores (argmax = the prediction).
+    ``masks``: further mask-like outputs, each ``[B, 2, H, W]`` scores or ``[B, H, W]`` foreground
+    probabilities (binarised at 0.5), scored under the protocol like the prediction (e.g. a prior);
+    their names must be declared in ``Method.mask_outputs``.
+    ``scalars``: per-episode numbers ``[B]`` (e.g. a predicted IoU), stored in the records.
+    ``artefacts``: per-episode arrays for figures (``name -> [B, ...]``), kept only for the
+    bounded number of episodes the suite asks for.
+    """
+
+    scores: torch.Tensor
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    scalars: dict[str, torch.Tensor] = field(default_factory=dict)
+    artefacts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +112,11 @@ class Method(nn.Module, ABC):
     name: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
     default_config: ClassVar[dict[str, Any]] = {}
+    eval_options: ClassVar[frozenset[str]] = frozenset()
+    """Options of ``default_config`` that act only at evaluation (sampling steps, ensemble size, a
+    threshold): they change the run id but never the decoder id, so changing them never re-trains."""
+    mask_outputs: ClassVar[frozenset[str]] = frozenset()
+    """Names of ``Prediction.masks`` this method returns; each is scored under the protocol."""
     default_train: ClassVar[TrainConfig] = TrainConfig()
 
     def __init__(self, backbone: Backbone, **options: Any) -> None:
@@ -93,10 +133,26 @@ class Method(nn.Module, ABC):
         object.__setattr__(self, "backbone", backbone)
 
     # --- backbone ------------------------------------------------------------
+    @classmethod
+    def stitch_refused(cls, options: Mapping[str, Any]) -> str | None:
+        """Why a decoder with these options may never be paired with another backbone (a suite that
+        asks for it is rejected), or ``None``. Default: ``capabilities.stitchable``."""
+        if not cls.capabilities.stitchable:
+            return f"method '{cls.name}' is tied to its training backbone and cannot be stitched"
+        return None
+
+    @classmethod
+    def stitch_incompatible(cls, options: Mapping[str, Any], train: Any, eval_: Any) -> str | None:
+        """Why *this* pair of backbones cannot be stitched although the method can be in general (the
+        run becomes an explicit "incompatible" cell), or ``None``. ``train`` / ``eval_`` describe the
+        backbones (``BackboneInfo`` or ``Backbone``: ``name``, ``arch``, ``layer_specs()`` or ``layers``)."""
+        return None
+
     def set_backbone(self, backbone: Backbone) -> None:
         """Pair the trained decoder with another backbone (stitching)."""
-        if not self.capabilities.stitchable:
-            raise UserError(f"method '{self.name}' is tied to its training backbone and cannot be stitched")
+        why = self.stitch_refused(self.options) or self.stitch_incompatible(self.options, self.backbone, backbone)
+        if why:
+            raise UserError(why)
         object.__setattr__(self, "backbone", backbone)
 
     # --- learning ------------------------------------------------------------
@@ -105,12 +161,23 @@ class Method(nn.Module, ABC):
         raise NotImplementedError(f"method '{self.name}' does not train")
 
     @abstractmethod
-    def predict(self, batch: EpisodeBatch) -> torch.Tensor:
-        """Background/foreground scores ``[B, 2, H, W]`` for the batch's queries (argmax = prediction)."""
+    def predict(self, batch: EpisodeBatch) -> "torch.Tensor | Prediction":
+        """Background/foreground scores ``[B, 2, H, W]`` for the batch's queries (argmax = prediction),
+        or a :class:`Prediction` carrying further outputs. Evaluation-time noise must come from
+        ``batch.randn`` / ``batch.rand`` (per-episode generators), never the global RNG."""
 
     def predict_mask(self, batch: EpisodeBatch) -> torch.Tensor:
         """Binary prediction ``[B, H, W]``: the argmax of ``predict``."""
-        return self.predict(batch).argmax(dim=1)
+        return as_prediction(self.predict(batch)).scores.argmax(dim=1)
+
+    @classmethod
+    def training_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options a trained decoder depends on (every option that is not an evaluation option)."""
+        return {k: v for k, v in options.items() if k not in cls.eval_options}
+
+    def load_released(self, path: str) -> None:
+        """Load a released checkpoint file (e.g. the authors'); methods with their own format override."""
+        raise UserError(f"method '{self.name}' reads no released checkpoints; evaluate a decoder trained by fssbench")
 
 
     # --- state -----------------------------------------------------------------
@@ -120,6 +187,10 @@ class Method(nn.Module, ABC):
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         self.load_state_dict(state)
+
+
+def as_prediction(out: "torch.Tensor | Prediction") -> Prediction:
+    return out if isinstance(out, Prediction) else Prediction(scores=out)
 
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -133,6 +204,9 @@ def register_method(cls: type[Method]) -> type[Method]:
     bad = set(cls.capabilities.kinds) - set(ANNOTATION_KINDS)
     if bad:
         raise ValueError(f"{cls.name}: unknown annotation kinds {bad}")
+    stray = set(cls.eval_options) - set(cls.default_config)
+    if stray:
+        raise ValueError(f"{cls.name}: eval_options {sorted(stray)} are not in default_config")
     _REGISTRY[cls.name] = cls
     return cls
 

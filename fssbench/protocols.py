@@ -104,14 +104,20 @@ class Protocol:
             label_original=raw.query_mask,
             ignore_original=raw.query_ignore,
             geometry={"original": (h, w), "resized": (th, tw), "input": (s, s)},
+            support_class_name=raw.support_class_name,
         )
 
     def score(self, scores: torch.Tensor, episode: Episode) -> EpisodeRecord:
-        """Score one prediction. ``scores``: ``[2, H, W]`` fg/bg scores at input resolution."""
+        """Score one prediction. ``scores``: ``[2, H, W]`` bg/fg scores at input resolution, or a
+        ``[H, W]`` foreground probability (binarised at 0.5), e.g. a method's prior."""
         scores = scores.detach().float().cpu()
+        if scores.dim() == 2:
+            scores = torch.stack([0.5 - scores, scores - 0.5])  # argmax == (p > 0.5); resizes like scores
         if not self.score_original:
             pred = scores.argmax(0)
-            return episode_record(pred, episode.query_mask, episode.query_ignore, episode.spec.episode_id, episode.spec.class_id)
+            return episode_record(
+                pred, episode.query_mask, episode.query_ignore, episode.spec.episode_id, episode.spec.class_id, episode.spec.query
+            )
         th, tw = episode.geometry["resized"]
         h, w = episode.geometry["original"]
         crop = scores[:, :th, :tw]
@@ -123,6 +129,7 @@ class Protocol:
             torch.from_numpy(episode.ignore_original.astype(bool)),
             episode.spec.episode_id,
             episode.spec.class_id,
+            episode.spec.query,
         )
 
 

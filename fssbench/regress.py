@@ -1,27 +1,35 @@
 """Regression gate: compare a suite's results with a stored baseline, cell by cell.
 
-A cell is (dataset, protocol, method, method options, train backbone, eval backbone, annotation
-kind, shot, fold), with ``fold`` an integer or ``"mean"`` (the fold mean). Values are computed
-exactly as in ``fssbench report`` (several seeds: their mean). For each cell of the baseline
-and each metric (``miou``, ``fbiou``) the gate fails when ``baseline - current > tolerance``,
-and when the cell is absent from the results. Improvements and new cells are reported, never
-fail.
+A cell is one :func:`fssbench.report.cell_identity` (the run config minus seeds and bookkeeping
+keys: dataset and its root and options, protocol and its settings, episode count, method and all
+its options, backbones, kind, supports, checkpoint, profile, ...) at one shot and fold, with
+``fold`` an integer or ``"mean"`` (the fold mean). Values are computed exactly as in ``fssbench
+report`` (several seeds: their mean). For each cell of the baseline and each metric (``miou``,
+``fbiou``) the gate fails when ``baseline - current > tolerance``, and when the cell is absent
+from the results. Improvements and new cells are reported, never fail.
 
-Baseline file (``fssbench.baseline/1``)::
+Baseline file (``fssbench.baseline/2``)::
 
     {
-      "format": "fssbench.baseline/1",
+      "format": "fssbench.baseline/2",
       "suite": "pascal_hsnet",
       "tolerance": 1.0,                      # or {"default": 1.0, "miou": 1.0, "fbiou": 1.5}
       "cells": [
-        {"dataset": "pascal", "protocol": "hsnet", "method": "hsnet", "options": {},
+        {"dataset": "pascal", "protocol": "hsnet", "method": "hsnet", "options": {"fg_weight": 6.0, ...},
          "train_backbone": "resnet50", "eval_backbone": "resnet50", "kind": "mask",
          "shot": 1, "fold": 0,               # or "mean" (then "folds": [0, 1, 2, 3])
+         "config": {"episodes": 1000, "profile": "full", "supports": "own", ...},  # the rest of the identity
+         "label": "hsnet (fg_weight=6.0)",   # how the report names the row (not part of the identity)
          "miou": 64.1, "fbiou": 76.0, "miou_ci": [62.9, 65.3], "fbiou_ci": [75.2, 76.8],
-         "n_seeds": 1, "episode_hash": "…",
+         "n_runs": 1, "n_seeds": 1, "episode_hash": "…",
          "tolerance": {"miou": 0.5}}         # optional, per cell (a number applies to both metrics)
       ]
     }
+
+The readable fields and ``config`` together are the cell's identity; in a fold mean, a
+``config`` value that differs between folds (a released checkpoint per fold) is
+``{"by_fold": {"0": …, "1": …}}``. Format 1 keyed cells by the readable fields only; a format-1
+file is only read by ``--update`` (which keeps its tolerances) and must be rewritten.
 
 Tolerance of a (cell, metric), most specific first: the cell's ``tolerance`` (for that metric,
 or a number) > the file's per-metric ``tolerance[metric]`` > ``--tolerance`` > the file's
@@ -34,51 +42,91 @@ informative only, it never changes the exit code.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from fssbench.errors import UserError
-from fssbench.report import CELL_KEYS, METRIC_NAMES, METRICS, backbone_label, compute_cells, fold_name, load_runs, method_label, options_dict, options_json
+from fssbench.report import (
+    CELL_KEYS,
+    METRIC_NAMES,
+    METRICS,
+    backbone_label,
+    compute_cells,
+    fold_name,
+    join_identity,
+    load_runs,
+    method_label,
+    options_dict,
+    options_json,
+)
+from fssbench.report.identity import POSITION_KEYS, canonical
 
-BASELINE_FORMAT = "fssbench.baseline/1"
+BASELINE_FORMAT = "fssbench.baseline/2"
+LEGACY_FORMATS = ("fssbench.baseline/1",)
 DEFAULT_TOLERANCE = 1.0
 _KEY_FIELDS = ("dataset", "protocol", "method", "options", "train_backbone", "eval_backbone", "kind", "shot", "fold")
 
 
-def cell_key(cell: dict[str, Any]) -> tuple:
-    """Hashable identity of a cell (baseline dict or cells-frame record)."""
-    fold = cell["fold"]
-    fold = "mean" if fold == "mean" else int(fold)
-    opts = options_json(options_dict(cell.get("options")))
+def _readable(cell: dict[str, Any]) -> dict[str, Any]:
     train = str(cell["train_backbone"])
-    return (
-        str(cell.get("dataset", "")),
-        str(cell.get("protocol", "")),
-        str(cell["method"]),
-        opts,
-        train,
-        str(cell.get("eval_backbone") or train),
-        str(cell.get("kind") or "mask"),
-        int(cell["shot"]),
-        fold,
-    )
+    return {
+        "dataset": str(cell.get("dataset", "")),
+        "protocol": str(cell.get("protocol", "")),
+        "method": str(cell["method"]),
+        "options": options_dict(cell.get("options")),
+        "train_backbone": train,
+        "eval_backbone": str(cell.get("eval_backbone") or train),
+        "kind": str(cell.get("kind") or "mask"),
+    }
+
+
+def _fold(cell: dict[str, Any]) -> Any:
+    return "mean" if cell["fold"] == "mean" else int(cell["fold"])
+
+
+def cell_key(cell: dict[str, Any]) -> tuple:
+    """Hashable identity of a cell (baseline dict or cells-frame record): ``(identity JSON without
+    shot and fold, shot, fold)``; the identity joins the readable fields and ``config``."""
+    config = cell.get("config") or {}
+    if isinstance(config, str):
+        config = json.loads(config)
+    if not isinstance(config, dict):
+        raise ValueError("config must be an object")
+    ident = join_identity(_readable(cell), {k: v for k, v in config.items() if k not in POSITION_KEYS})
+    return (canonical(ident), int(cell["shot"]), _fold(cell))
+
+
+def legacy_key(cell: dict[str, Any]) -> tuple:
+    """The format-1 key: readable fields only (used to carry tolerances over on ``--update``)."""
+    r = _readable(cell)
+    return (*(r[k] if k != "options" else options_json(r[k]) for k in _KEY_FIELDS[:-2]), int(cell["shot"]), _fold(cell))
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity(text: str) -> dict[str, Any]:
+    return json.loads(text)
 
 
 def where_label(key: tuple) -> str:
     """``pascal/hsnet``: a cell's dataset and protocol."""
-    ds, proto = key[0], key[1]
+    ident = _identity(key[0])
+    ds, proto = ident.get("dataset", ""), ident.get("protocol", "")
     return f"{ds}/{proto}" if proto else ds
 
 
-def describe(key: tuple) -> str:
-    """``hsnet (aug=x) resnet50 mask pascal/hsnet 1-shot fold0``."""
-    _, _, method, opts, train, eval_, kind, shot, fold = key
-    return f"{method_label(method, opts)} {backbone_label(train, eval_)} {kind} {where_label(key)} {shot}-shot {fold_name(fold)}"
+def describe(key: tuple, label: str | None = None) -> str:
+    """``hsnet (aug=x) resnet50 mask pascal/hsnet 1-shot fold0`` (``label``: the report's row
+    label, which names what tells rows apart; default: the method and its non-default options)."""
+    ident = _identity(key[0])
+    lab = label or method_label(ident.get("method", ""), ident.get("method_options", {}))
+    back = backbone_label(ident.get("train_backbone", ""), ident.get("eval_backbone", ""))
+    return f"{lab} {back} {ident.get('kind', 'mask')} {where_label(key)} {key[1]}-shot {fold_name(key[2])}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,11 +134,15 @@ def describe(key: tuple) -> str:
 
 
 def current_cells(results_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> tuple[str, dict[tuple, dict[str, Any]]]:
-    """The suite name and ``{cell_key: baseline-style cell}`` of a results folder."""
+    """The suite name and ``{cell_key: baseline-style cell}`` of a results folder (support-reliance
+    controls included: they are cells of their own, ``supports`` tells them apart)."""
     runs = load_runs(results_dir)
     suites = sorted({r.suite for r in runs if r.suite})
     suite = suites[0] if len(suites) == 1 else Path(results_dir).name
     return suite, cells_from_frame(compute_cells(runs, n_boot=n_boot, seed=seed))
+
+
+_ORDER = [*_KEY_FIELDS, "config", "label", "folds", "miou", "miou_ci", "fbiou", "fbiou_ci", "n_runs", "n_seeds", "episode_hash"]
 
 
 def cells_from_frame(df: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
@@ -99,10 +151,11 @@ def cells_from_frame(df: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
         key = cell_key(rec)
         cell = out.get(key)
         if cell is None:
-            cell = {k: v for k, v in zip(_KEY_FIELDS, key)}
-            cell["options"] = json.loads(cell["options"])
-            if key[-1] == "mean" and rec.get("folds"):
+            cell = {**_readable(rec), "shot": key[1], "fold": key[2], "config": json.loads(rec["config"] or "{}"),
+                    "label": rec["label"]}
+            if key[2] == "mean" and rec.get("folds"):
                 cell["folds"] = json.loads(rec["folds"])
+            cell["n_runs"] = int(rec["n_runs"])
             cell["n_seeds"] = int(rec["n_seeds"])
             cell["episode_hash"] = rec.get("episode_hash") or None
             out[key] = cell
@@ -110,8 +163,7 @@ def cells_from_frame(df: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
         cell[m] = _r(rec["value"])
         if not (math.isnan(rec["ci_lo"]) or math.isnan(rec["ci_hi"])):
             cell[f"{m}_ci"] = [_r(rec["ci_lo"]), _r(rec["ci_hi"])]
-    order = [*_KEY_FIELDS, "folds", "miou", "miou_ci", "fbiou", "fbiou_ci", "n_seeds", "episode_hash"]
-    return {k: {f: c[f] for f in order if f in c} for k, c in out.items()}
+    return {k: {f: c[f] for f in _ORDER if f in c} for k, c in out.items()}
 
 
 def _r(x: float) -> float:
@@ -140,8 +192,11 @@ def _check_tolerance(path: Path, tol: Any, where: str, allow_default: bool) -> N
     raise _bad(path, f"{where} tolerance must be a non-negative number or an object of them")
 
 
-def load_baseline(path: str | Path) -> dict[str, Any]:
-    """Read and validate a baseline file; any problem is one ``UserError`` line."""
+def load_baseline(path: str | Path, *, allow_legacy: bool = False) -> dict[str, Any]:
+    """Read and validate a baseline file; any problem is one ``UserError`` line.
+
+    ``allow_legacy``: also accept a format-1 file (``--update`` reads its tolerances); comparing
+    against one is refused, its cells lack what now identifies a cell."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"baseline '{path}' does not exist; create it with `fssbench regress RESULTS --baseline {path} --update`")
@@ -151,8 +206,13 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         raise UserError(f"baseline '{path}' is unreadable ({exc})") from None
     except json.JSONDecodeError as exc:
         raise _bad(path, f"not JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT:
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if fmt in LEGACY_FORMATS and not allow_legacy:
+        raise UserError(f"baseline '{path}' is {fmt}, whose cells lack the configuration that now identifies a cell; "
+                        f"rewrite it with `fssbench regress RESULTS --baseline {path} --update` (tolerances are kept)")
+    if fmt != BASELINE_FORMAT and fmt not in LEGACY_FORMATS:
         raise _bad(path, f"expected \"format\": \"{BASELINE_FORMAT}\"")
+    legacy = fmt in LEGACY_FORMATS
     cells = doc.get("cells")
     if not isinstance(cells, list):
         raise _bad(path, "\"cells\" must be a list")
@@ -166,11 +226,12 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
             raise _bad(path, f"cell {i} lacks {', '.join(missing)}")
         try:
             key = cell_key(c)
+            seen_key = legacy_key(c) if legacy else key
         except (TypeError, ValueError) as exc:
             raise _bad(path, f"cell {i}: {exc}") from None
-        if key in seen:
-            raise _bad(path, f"cell {i} ({describe(key)}) appears twice")
-        seen.add(key)
+        if seen_key in seen:
+            raise _bad(path, f"cell {i} ({describe(key, c.get('label'))}) appears twice")
+        seen.add(seen_key)
         vals = [m for m in METRICS if c.get(m) is not None]
         if not vals:
             raise _bad(path, f"cell {i} ({describe(key)}) has neither miou nor fbiou")
@@ -210,11 +271,17 @@ def build_baseline(
         tol = {**prev_tol, "default": float(tolerance)}
     else:
         tol = float(tolerance)
-    prev_cells = {cell_key(c): c for c in previous.get("cells", [])} if previous else {}
+    legacy = bool(previous) and previous.get("format") in LEGACY_FORMATS
+    keyf = legacy_key if legacy else cell_key
+    prev_cells = {keyf(c): c for c in previous.get("cells", [])} if previous else {}
+    counts: dict[tuple, int] = {}
+    for c in current.values():
+        counts[keyf(c)] = counts.get(keyf(c), 0) + 1
     cells = []
     for key in sorted(current, key=_sort_key):
         cell = dict(current[key])
-        old = prev_cells.get(key)
+        k = keyf(cell)
+        old = prev_cells.get(k) if counts[k] == 1 else None  # a format-1 cell that now splits: no carry-over
         if old is not None and "tolerance" in old:
             cell["tolerance"] = old["tolerance"]
         cells.append(cell)
@@ -222,7 +289,10 @@ def build_baseline(
 
 
 def _sort_key(key: tuple) -> tuple:
-    return tuple((1e9 if v == "mean" else v) if i == len(key) - 1 else v for i, v in enumerate(key))
+    """Readable fields first (dataset, protocol, method, ...), then the rest of the identity, shot, fold."""
+    ident = _identity(key[0])
+    head = tuple(canonical(ident.get("method_options" if k == "options" else k)) for k in _KEY_FIELDS[:-2])
+    return (*head, key[0], key[1], 1e9 if key[2] == "mean" else key[2])
 
 
 def write_baseline(path: str | Path, doc: dict[str, Any]) -> Path:
@@ -248,13 +318,14 @@ class Check:
     status: str  # "ok" | "improved" | "regressed" | "missing"
     ci_excludes_zero: bool | None = None
     note: str = ""
+    label: str = ""  # the report's row label (names what tells rows apart)
 
     @property
     def delta(self) -> float | None:
         return None if self.current is None else self.current - self.baseline
 
     def line(self) -> str:
-        name = f"{describe(self.key)} {METRIC_NAMES[self.metric]}"
+        name = f"{describe(self.key, self.label)} {METRIC_NAMES[self.metric]}"
         if self.status == "missing":
             return f"MISSING: {name}: in the baseline ({self.baseline:.2f}) but not in the results"
         d = self.delta or 0.0
@@ -267,6 +338,10 @@ class Check:
 class Comparison:
     checks: list[Check]
     new_cells: list[tuple]
+    labels: dict[tuple, str] = field(default_factory=dict)  # cell key -> the report's row label
+
+    def describe(self, key: tuple) -> str:
+        return describe(key, self.labels.get(key))
 
     @property
     def failures(self) -> list[Check]:
@@ -282,19 +357,24 @@ class Comparison:
 
 
 def compare(doc: dict[str, Any], current: dict[tuple, dict[str, Any]], tolerance: float | None = None) -> Comparison:
+    if doc.get("format") in LEGACY_FORMATS:
+        raise UserError(f"baseline is {doc.get('format')}: rewrite it with `fssbench regress RESULTS --baseline FILE --update`")
     checks: list[Check] = []
     base_keys = set()
+    labels: dict[tuple, str] = {k: str(c.get("label") or "") for k, c in current.items()}
     for cell in doc["cells"]:
         key = cell_key(cell)
         base_keys.add(key)
         cur = current.get(key)
+        label = labels.get(key) or str(cell.get("label") or "")
+        labels[key] = label
         for m in METRICS:
             if cell.get(m) is None:
                 continue
             tol = tolerance_for(doc, cell, m, tolerance)
             base = float(cell[m])
             if cur is None or cur.get(m) is None:
-                checks.append(Check(key, m, base, None, tol, "missing"))
+                checks.append(Check(key, m, base, None, tol, "missing", label=label))
                 continue
             val = float(cur[m])
             d = val - base
@@ -304,9 +384,9 @@ def compare(doc: dict[str, Any], current: dict[tuple, dict[str, Any]], tolerance
                 notes.append(f"folds {cell['folds']} -> {cur['folds']}")
             if cell.get("episode_hash") and cur.get("episode_hash") and cell["episode_hash"] != cur["episode_hash"]:
                 notes.append("different episodes")
-            checks.append(Check(key, m, base, val, tol, status, _ci_excludes_zero(cell, cur, m, d), "; ".join(notes)))
+            checks.append(Check(key, m, base, val, tol, status, _ci_excludes_zero(cell, cur, m, d), "; ".join(notes), label))
     new = sorted((k for k in current if k not in base_keys), key=_sort_key)
-    return Comparison(checks, new)
+    return Comparison(checks, new, labels)
 
 
 def _ci_excludes_zero(base: dict[str, Any], cur: dict[str, Any], metric: str, delta: float) -> bool | None:
@@ -320,6 +400,7 @@ def _ci_excludes_zero(base: dict[str, Any], cur: dict[str, Any], metric: str, de
 def comparison_table(comp: Comparison, suite: str) -> Any:
     """One row per checked metric; a cell's identity is printed on its first row only, and the
     dataset/protocol goes to the title when every cell shares it (keeps CI logs narrow)."""
+    from rich.markup import escape
     from rich.table import Table
 
     wheres = {where_label(c.key) for c in comp.checks}
@@ -332,11 +413,13 @@ def comparison_table(comp: Comparison, suite: str) -> Any:
     style = {"ok": "green", "improved": "cyan", "regressed": "bold red", "missing": "bold red"}
     previous = None
     for c in comp.checks:
-        _, _, method, opts, train, eval_, kind, shot, fold = c.key
-        label = method_label(method, opts) + ("" if kind == "mask" else f" [{kind}]")
+        cid = _identity(c.key[0])
+        kind = cid.get("kind", "mask")
+        label = (c.label or method_label(cid.get("method", ""), cid.get("method_options", {}))) + ("" if kind == "mask" else f" [{kind}]")
         if not shared:
             label += f" {where_label(c.key)}"
-        ident = (label, backbone_label(train, eval_), str(shot), fold_name(fold))
+        ident = (escape(label), escape(backbone_label(cid.get("train_backbone", ""), cid.get("eval_backbone", ""))),
+                 str(c.key[1]), fold_name(c.key[2]))
         d = c.delta
         ci = "" if c.ci_excludes_zero is None else ("yes" if c.ci_excludes_zero else "no")
         status = c.status + (f" ({c.note})" if c.note else "")
@@ -364,7 +447,7 @@ def run_regress(
         raise UserError(f"--tolerance must be a non-negative number of points, got {tolerance}")
     suite, current = current_cells(results_dir, n_boot=n_boot, seed=seed)
     baseline = Path(baseline)
-    previous = load_baseline(baseline) if (not update or baseline.exists()) else None
+    previous = load_baseline(baseline, allow_legacy=update) if (not update or baseline.exists()) else None
     if previous is not None and previous.get("suite") not in (None, suite):
         from fssbench.console import err_console
 
@@ -372,7 +455,8 @@ def run_regress(
             f"warning: baseline '{baseline}' is for suite '{previous.get('suite')}', the results are suite '{suite}'",
             style="yellow", highlight=False, soft_wrap=True,
         )
-    comp = compare(previous, current, tolerance) if previous is not None else None
+    legacy = previous is not None and previous.get("format") in LEGACY_FORMATS
+    comp = compare(previous, current, tolerance) if previous is not None and not legacy else None
     written = None
     if update:
         written = build_baseline(suite, current, previous, tolerance)
@@ -388,6 +472,6 @@ def summary_lines(comp: Comparison) -> list[str]:
 
 
 __all__ = [
-    "BASELINE_FORMAT", "CELL_KEYS", "Check", "Comparison", "build_baseline", "cell_key", "compare", "current_cells",
-    "describe", "load_baseline", "run_regress", "tolerance_for", "write_baseline",
+    "BASELINE_FORMAT", "CELL_KEYS", "LEGACY_FORMATS", "Check", "Comparison", "build_baseline", "cell_key", "compare", "current_cells",
+    "describe", "legacy_key", "load_baseline", "run_regress", "tolerance_for", "write_baseline",
 ]

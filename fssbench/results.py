@@ -23,7 +23,7 @@ from fssbench.errors import UserError
 from fssbench.metrics import EpisodeRecord
 
 RESULT_FORMAT = "fssbench.result/1"
-CONFIG_KEYS = ("method", "train_backbone", "eval_backbone", "dataset", "fold", "shot", "kind", "seed", "protocol")
+CONFIG_KEYS = ("method", "train_backbone", "eval_backbone", "dataset", "fold", "shot", "kind", "seeds", "protocol")
 """Keys of ``RunResult.config`` that identify a cell of a results table."""
 
 
@@ -37,10 +37,16 @@ class RunResult:
     records: list[EpisodeRecord]
     provenance: dict[str, Any] = field(default_factory=dict)
     decoder: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+    """``ok``; or ``incompatible``: the method cannot pair this training and evaluation backbone
+    (``reason`` says why), so the run has no records and its table cell says so."""
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": RESULT_FORMAT,
+            "status": self.status,
+            "reason": self.reason,
             "run_id": self.run_id,
             "suite": self.suite,
             "config": self.config,
@@ -64,6 +70,8 @@ class RunResult:
             records=[EpisodeRecord.from_dict(r) for r in d["episodes"]],
             provenance=d.get("provenance", {}),
             decoder=d.get("decoder", {}),
+            status=d.get("status", "ok"),
+            reason=d.get("reason"),
         )
 
     def save(self, directory: str | Path) -> Path:
@@ -93,15 +101,16 @@ def iter_results(directory: str | Path) -> Iterator[RunResult]:
         yield load_result(path)
 
 
-def git_revision() -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
+def git_revision(root: str | Path | None = None) -> dict[str, Any]:
+    """Commit of the code that ran, and whether the tree differed from it (edits or untracked files)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                ["git", "-C", str(root), "status", "--porcelain"],  # untracked (not ignored) files count: they run too
                 capture_output=True,
                 text=True,
                 timeout=5,

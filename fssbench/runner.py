@@ -1,41 +1,66 @@
-"""Suite runner: expand a suite, train each decoder once, evaluate every run, store results.
+"""Suite runner: execute a plan (``fssbench.plan``) as a sequence of stages.
+
+Stages, in order (``DEFAULT_STAGES``; a new one, e.g. auxiliary supports, is one more function):
+
+1. ``prepare_data``: the dataset (generating the embedded world when asked), frozen episode lists;
+2. ``build_backbones``: every backbone the pending work needs, *before any method is seeded*
+   (building a backbone draws from the RNG, so a method's init would otherwise depend on what an
+   earlier run had built);
+3. ``check_released``: each released decoder checkpoint the suite names is read and checked
+   against its method (format, method, keys, shapes) before any training or evaluation;
+4. ``train_decoders``: each pending decoder once;
+5. ``evaluate_runs``: every pending run, one result file each.
 
 Crash safety: every file is written to a temporary name and renamed into place; a finished run is
 exactly a readable ``results/<suite>/<run_id>.json``; a finished decoder is exactly a
 ``decoders/<decoder_id>/decoder.json`` marker next to its ``best.pt``. A run killed at any point
 (even SIGKILL) therefore resumes on the next ``fssbench run``: finished runs are skipped, a
-half-trained decoder resumes from its last epoch, and nothing is computed twice.
+half-trained decoder resumes from its last epoch, and nothing is computed twice. Ctrl-C stops
+with one line saying what was kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
+from rich.markup import escape
 
 from fssbench.console import console, progress
 from fssbench.episodes import EpisodeList, atomic_write_text, sample_episodes
 from fssbench.errors import UserError
 from fssbench.methods import Method, TrainConfig, create_method
+from fssbench.plan import Plan, decoder_dir, decoder_done, is_done, make_plan, result_file
 from fssbench.protocols import Protocol
-from fssbench.results import RunResult, environment, result_path
+from fssbench.results import RunResult, environment
 from fssbench.suite import BACKBONE_VARIANTS, Run, Suite, split_backbone
 
+DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
 
-def resolve_device(name: str | None) -> torch.device:
+
+def resolve_device(name: str | None, *, check_available: bool = True) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` -> a device; anything else is a one-line error."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise UserError(f"unknown device '{name}'; {DEVICE_HELP}")
+    if check_available and name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{name}' requested but CUDA is not available; use --device cpu")
     return torch.device(name)
 
 
 def filter_runs(runs: list[Run], only: str | None) -> list[Run]:
-    """``--only``: comma-separated ``key=value`` terms (all must match) or a substring of the run id."""
+    """``--only``: comma-separated ``key=value`` terms (all must match) or a substring of the run id.
+
+    A filter that matches nothing is an error naming what was there to match (a typo must not
+    silently run nothing)."""
     if not only:
         return runs
     terms = [t.strip() for t in only.split(",") if t.strip()]
@@ -53,16 +78,57 @@ def filter_runs(runs: list[Run], only: str | None) -> list[Run]:
                 ok = False
         if ok:
             out.append(r)
+    if not out and runs:
+        values = {}
+        for t in terms:
+            if "=" in t:
+                k = t.split("=", 1)[0].strip()
+                values[k] = sorted({str(r.config[k]) for r in runs})
+        hint = "; ".join(f"{k} is one of {', '.join(v)}" for k, v in values.items()) or f"run ids look like {runs[0].run_id}"
+        raise UserError(f"--only '{only}' matches none of the {len(runs)} runs ({hint}); fix the filter")
     return out
 
 
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class StageContext:
+    """What a stage sees: the runner (resources), the plan, the progress display and counters."""
+
+    runner: "SuiteRunner"
+    plan: Plan
+    prog: Any
+    say: Callable[[str], None]
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+Stage = Callable[[StageContext], None]
+
+
 class SuiteRunner:
-    def __init__(self, suite: Suite, results_dir: str | Path | None = None, *, device: str | None = None) -> None:
+    def __init__(
+        self,
+        suite: Suite,
+        results_dir: str | Path | None = None,
+        *,
+        device: str | None = None,
+        weights_dir: str | Path | None = None,
+        stages: Sequence[Stage] | None = None,
+    ) -> None:
         self.suite = suite
         self.out = Path(results_dir) if results_dir is not None else Path("results") / suite.name
         self.device = resolve_device(device or suite.eval.get("device"))
+        self.weights_dir = weights_dir
+        self.stages: list[Stage] = list(stages if stages is not None else DEFAULT_STAGES)
         self._backbones: dict[str, Any] = {}
         self._dataset = None
+        self._episodes: dict[tuple, EpisodeList] = {}
 
     # --- resources -------------------------------------------------------------
     def dataset(self):
@@ -77,7 +143,7 @@ class SuiteRunner:
                 from fssbench.synth import generate
 
                 gen = {} if gen == "synth" else dict(gen)
-                console.print(f"generating the embedded synthetic world in {root} ...")
+                console.print(f"generating the embedded synthetic world in {escape(str(root))} ...", highlight=False)
                 generate(root, seed=int(gen.get("seed", 0)), size=str(gen.get("size", "default")), force=True)
             opts = d.get("options") or {}
             self._dataset = CachedDataset(get_dataset(d["name"], root, split_dir=d.get("split_dir"), **opts))
@@ -88,22 +154,20 @@ class SuiteRunner:
             from fssbench.backbones import create_backbone
 
             base, variant = split_backbone(name)
-            self._backbones[name] = create_backbone(base, weights=BACKBONE_VARIANTS[variant]).to(self.device)
+            self._backbones[name] = create_backbone(
+                base, weights=BACKBONE_VARIANTS[variant], weights_dir=self.weights_dir
+            ).to(self.device)
         return self._backbones[name]
 
     def protocol(self, run: Run) -> Protocol:
         return Protocol(**run.config["protocol_settings"])
 
     # --- status --------------------------------------------------------------------
+    def plan(self, runs: list[Run]) -> Plan:
+        return make_plan(runs, self.out)
+
     def is_done(self, run: Run) -> bool:
-        path = result_path(self.out, run.run_id)
-        if not path.exists():
-            return False
-        try:
-            json.loads(path.read_text())
-            return True
-        except ValueError:
-            return False
+        return is_done(self.out, run)
 
     def foreign_results(self, runs: list[Run]) -> list[Path]:
         """Result files in the results folder that are not runs of ``runs`` (the full expansion):
@@ -114,138 +178,307 @@ class SuiteRunner:
         return sorted(p for p in self.out.glob("*.json") if not p.name.startswith(".") and p.stem not in ids)
 
     def decoder_dir(self, decoder_id: str) -> Path:
-        return self.out / "decoders" / decoder_id
+        return decoder_dir(self.out, decoder_id)
 
     def decoder_done(self, decoder_id: str) -> bool:
-        return (self.decoder_dir(decoder_id) / "decoder.json").exists()
+        return decoder_done(self.out, decoder_id)
 
     # --- work ------------------------------------------------------------------------
     def run(self, runs: list[Run], on_event: Callable[[str], None] | None = None) -> dict[str, int]:
-        say = on_event or (lambda s: console.print(s))
-        pending = [r for r in runs if not self.is_done(r)]
+        say = on_event or (lambda s: console.print(escape(s), highlight=False))
+        plan = self.plan(runs)
+        pending = plan.pending_evaluations
         stats = {"total": len(runs), "skipped": len(runs) - len(pending), "trained": 0, "evaluated": 0}
         if not pending:
             say(f"all {len(runs)} runs already finished in {self.out}")
             return stats
-        self.out.mkdir(parents=True, exist_ok=True)
-        decoders: dict[str, Run] = {}
-        for r in pending:
-            if r.decoder_id and not self.decoder_done(r.decoder_id):
-                decoders.setdefault(r.decoder_id, r)
-        with progress() as prog:
-            for did, r in decoders.items():
-                self._train(did, r, prog, say)
-                stats["trained"] += 1
-            overall = prog.add_task("runs", total=len(pending))
-            for r in pending:
-                self._evaluate(r, prog)
-                stats["evaluated"] += 1
-                prog.advance(overall)
+        from fssbench.paths import writable_dir
+
+        writable_dir(self.out, "results folder")
+        try:
+            with progress() as prog:
+                ctx = StageContext(self, plan, prog, say, stats)
+                for stage in self.stages:
+                    stage(ctx)
+        except KeyboardInterrupt:
+            from fssbench.errors import Interrupted
+
+            finished = sum(is_done(self.out, r) for r in runs)
+            raise Interrupted(
+                f"interrupted: {finished} of {len(runs)} runs are finished and kept in {self.out} "
+                f"({stats['trained']} decoders trained now; a decoder in training resumes from its last epoch); "
+                "run the same command again to continue"
+            ) from None
         return stats
 
-    def _make_method(self, run: Run, backbone_name: str) -> Method:
-        """Build the method with its parameters initialised from the run's seed (same seed, same init).
+    def make_method(self, run: Run, backbone_name: str) -> Method:
+        """Build the method with its parameters initialised from the run's training seed.
 
-        The backbone is fetched first: building one draws from the RNG (random init before its
-        weights load), so seeding before it would make the method's init depend on whether an
-        earlier run of the suite had already built that backbone.
+        The backbone is fetched first (``build_backbones`` has normally built it already): building
+        one draws from the RNG, so seeding before it would make the method's init depend on whether
+        an earlier run had built that backbone.
         """
         from fssbench.engine.train import seed_everything
 
         cfg = run.config
         backbone = self.backbone(backbone_name)
-        seed_everything(cfg["seed"])
+        seed_everything(cfg["seeds"]["train"])
         return create_method(cfg["method"], backbone, **cfg["method_options"]).to(self.device)
 
-    def _train(self, decoder_id: str, run: Run, prog, say: Callable[[str], None]) -> None:
-        from fssbench.engine.train import train
+    def load_decoder_into(self, method: Method, run: Run) -> dict[str, Any]:
+        """Load the run's trained or released decoder into ``method``; returns its provenance."""
+        from fssbench.engine.checkpoint import load_decoder
 
-        cfg = run.config
-        tcfg = TrainConfig(**run.train_config)
-        method = self._make_method(run, cfg["train_backbone"])
-        out = self.decoder_dir(decoder_id)
-        task = prog.add_task(f"train {decoder_id}", total=tcfg.epochs * tcfg.episodes_per_epoch)
-        summary = train(
-            method,
-            self.dataset(),
-            cfg["fold"],
-            self.protocol(run),
-            tcfg,
-            out,
-            seed=cfg["seed"],
-            shot=tcfg.shot,
-            kind=tcfg.kind,
-            val_episodes=tcfg.val_episodes,
-            device=self.device,
-            on_step=lambda n: prog.advance(task, n),
-        )
-        prog.remove_task(task)
-        meta = {"decoder_id": decoder_id, "train_config": asdict(tcfg), "summary": asdict(summary), "environment": environment()}
-        atomic_write_text(out / "decoder.json", json.dumps(meta, indent=1) + "\n")
-        say(
-            f"trained {decoder_id}: best base-val mIoU {summary.best_val_miou:.1f} at epoch {summary.best_epoch}"
-            f" ({summary.seconds:.0f}s)"
-        )
+        released = run.config.get("checkpoint")
+        if released:
+            path = Path(released)
+            if _is_decoder_file(path):
+                load_decoder(
+                    path, method, what="released decoder",
+                    fix="pass a decoder file written by fssbench for this method, or the method's own released format",
+                )
+            else:
+                method.load_released(str(path))
+            return {"checkpoint": str(path), "sha256": sha256_file(path), "released": True}
+        if not run.decoder_id:
+            return {}
+        ddir = self.decoder_dir(run.decoder_id)
+        load_decoder(ddir / "best.pt", method)
+        info: dict[str, Any] = {"decoder_id": run.decoder_id, "checkpoint": str(ddir / "best.pt"), "sha256": sha256_file(ddir / "best.pt")}
+        meta = ddir / "decoder.json"
+        if meta.exists():
+            info["summary"] = json.loads(meta.read_text())["summary"]
+        return info
 
     def episode_list(self, run: Run) -> EpisodeList:
         cfg = run.config
-        lst = sample_episodes(
-            self.dataset(),
-            cfg["fold"],
-            cfg["shot"],
-            cfg["episodes"],
-            cfg["seed"],
-            split="val",
-            min_fg_pixels=cfg["protocol_settings"].get("min_fg_pixels", 0),
-        )
-        path = self.out / "episodes" / f"{lst.hash[:16]}.json"
-        if not path.exists():
-            lst.save(path)
-        return lst
+        key = (cfg["fold"], cfg["shot"], cfg["episodes"], cfg["seeds"]["episodes"], cfg["protocol_settings"].get("min_fg_pixels", 0))
+        if key not in self._episodes:
+            lst = sample_episodes(
+                self.dataset(), cfg["fold"], cfg["shot"], cfg["episodes"], cfg["seeds"]["episodes"],
+                split="val", min_fg_pixels=key[-1],
+            )
+            path = self.out / "episodes" / f"{lst.hash[:16]}.json"
+            if not path.exists():
+                lst.save(path)
+            self._episodes[key] = lst
+        return self._episodes[key]
 
-    def _evaluate(self, run: Run, prog) -> RunResult:
-        from fssbench.engine.evaluate import evaluate
 
-        cfg = run.config
-        started = time.time()
-        method = self._make_method(run, cfg["train_backbone"])
-        decoder: dict[str, Any] = {}
-        if run.decoder_id:
-            ddir = self.decoder_dir(run.decoder_id)
-            state = torch.load(ddir / "best.pt", map_location="cpu", weights_only=True)
-            method.load_trainable_state(state)
-            decoder = {"decoder_id": run.decoder_id, "checkpoint": str(ddir / "best.pt")}
-            meta = ddir / "decoder.json"
-            if meta.exists():
-                decoder["summary"] = json.loads(meta.read_text())["summary"]
-        if cfg["eval_backbone"] != cfg["train_backbone"]:
-            method.set_backbone(self.backbone(cfg["eval_backbone"]))
-        method.to(self.device)
-        lst = self.episode_list(run)
-        task = prog.add_task(f"eval {run.run_id}", total=len(lst.episodes))
-        out = evaluate(
-            method,
-            self.dataset(),
-            lst.episodes,
-            cfg["fold"],
-            cfg["kind"],
-            self.protocol(run),
-            batch_size=int(self.suite.eval.get("batch_size", 8)),
-            device=self.device,
-            on_progress=lambda n: prog.advance(task, n),
-        )
-        prog.remove_task(task)
-        env = environment()
-        env |= {"started": started, "finished": time.time(), "eval_seconds": out.seconds}
+def _is_decoder_file(path: Path) -> bool:
+    """An fssbench decoder file (else a method's own released format, e.g. the HSNet authors').
+    A file that cannot be read safely goes to ``load_decoder``, whose errors say what is wrong."""
+    from fssbench.engine.checkpoint import DECODER_FORMAT
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - explained by load_decoder
+        return True
+    return isinstance(obj, dict) and obj.get("format") == DECODER_FORMAT
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+
+
+def prepare_data(ctx: StageContext) -> None:
+    """Dataset (generated when asked) and every pending run's frozen episode list."""
+    r = ctx.runner
+    r.dataset()
+    for e in ctx.plan.pending_evaluations:
+        r.episode_list(e.run)
+
+
+def build_backbones(ctx: StageContext) -> None:
+    """Every backbone of the pending work, before any method is seeded."""
+    for name in ctx.plan.backbones():
+        ctx.runner.backbone(name)
+
+
+def check_released(ctx: StageContext) -> None:
+    """Read and check each released decoder file against its method before any other work."""
+    seen: set[str] = set()
+    for e in ctx.plan.pending_evaluations:
+        ckpt = e.run.config.get("checkpoint")
+        if ckpt and ckpt not in seen:
+            seen.add(ckpt)
+            method = ctx.runner.make_method(e.run, e.run.config["train_backbone"])
+            ctx.runner.load_decoder_into(method, e.run)
+
+
+def train_decoders(ctx: StageContext) -> None:
+    for task in ctx.plan.pending_decoders:
+        _train(ctx, task.decoder_id, task.run)
+        ctx.stats["trained"] += 1
+
+
+def evaluate_runs(ctx: StageContext) -> None:
+    pending = ctx.plan.pending_evaluations
+    overall = ctx.prog.add_task("runs", total=len(pending))
+    for e in pending:
+        _evaluate(ctx, e.run)
+        ctx.stats["evaluated"] += 1
+        ctx.prog.advance(overall)
+
+
+DEFAULT_STAGES: tuple[Stage, ...] = (prepare_data, build_backbones, check_released, train_decoders, evaluate_runs)
+
+
+def _train(ctx: StageContext, decoder_id: str, run: Run) -> None:
+    from fssbench.engine.train import train
+
+    r = ctx.runner
+    cfg = run.config
+    tcfg = TrainConfig(**run.train_config)
+    method = r.make_method(run, cfg["train_backbone"])
+    out = r.decoder_dir(decoder_id)
+    task = ctx.prog.add_task(escape(f"train {decoder_id}"), total=tcfg.epochs * tcfg.episodes_per_epoch)
+    summary = train(
+        method,
+        r.dataset(),
+        cfg["fold"],
+        r.protocol(run),
+        tcfg,
+        out,
+        seed=cfg["seeds"]["train"],
+        shot=tcfg.shot,
+        kind=tcfg.kind,
+        val_episodes=tcfg.val_episodes,
+        device=r.device,
+        on_step=lambda n: ctx.prog.advance(task, n),
+    )
+    ctx.prog.remove_task(task)
+    meta = {
+        "decoder_id": decoder_id,
+        "method": cfg["method"],
+        "training_options": type(method).training_options(cfg["method_options"]),
+        "train_backbone": cfg["train_backbone"],
+        "train_config": asdict(tcfg),
+        # strict JSON: a validation that never gave a finite score is null, not NaN
+        "summary": {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(summary).items()},
+        "environment": environment(),
+    }
+    atomic_write_text(out / "decoder.json", json.dumps(meta, indent=1) + "\n")
+    best = f"{summary.best_val_miou:.1f} at epoch {summary.best_epoch}" if summary.best_epoch >= 0 else "n/a (no finite validation score)"
+    ctx.say(f"trained {decoder_id}: best base-val mIoU {best} ({summary.seconds:.0f}s)")
+
+
+def _backbone_provenance(bb: Any) -> dict[str, Any]:
+    path = getattr(bb, "weights_path", None)
+    return {
+        "name": bb.name,
+        "pretraining": bb.pretraining,
+        "weights": None if path is None else str(path),
+        "sha256": None if path is None else sha256_file(path),
+    }
+
+
+def _save_artefacts(path: Path, arts: dict[int, dict[str, np.ndarray]]) -> None:
+    """One ``.npz`` next to the result file: ``ep<id>/<name>`` arrays (fp16 for float maps)."""
+    flat = {}
+    for eid, arrays in sorted(arts.items()):
+        for k, v in arrays.items():
+            flat[f"ep{eid}/{k}"] = v.astype(np.float16) if v.dtype.kind == "f" else v
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **flat)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+def _evaluate(ctx: StageContext, run: Run) -> RunResult:
+    from fssbench.controls import other_class_specs
+    from fssbench.engine.evaluate import evaluate
+
+    r = ctx.runner
+    cfg = run.config
+    started = time.time()
+    if cfg.get("incompatible"):  # an explicit cell: nothing to evaluate, and the reason kept
         result = RunResult(
             run_id=run.run_id,
-            suite=self.suite.name,
-            config=cfg | {"profile": self.suite.profile, "suite_file": str(self.suite.source)},
-            episode_hash=lst.hash,
-            metrics=out.metrics,
-            records=out.records,
-            provenance=env,
-            decoder=decoder,
+            suite=r.suite.name,
+            config=cfg | {"profile": r.suite.profile, "suite_file": str(r.suite.source)},
+            episode_hash=r.episode_list(run).hash,
+            metrics={},
+            records=[],
+            provenance=environment(),
+            status="incompatible",
+            reason=cfg["incompatible"],
         )
-        result.save(self.out)
+        result.save(r.out)
         return result
+    method = r.make_method(run, cfg["train_backbone"])
+    decoder = r.load_decoder_into(method, run)
+    if cfg["eval_backbone"] != cfg["train_backbone"]:
+        method.set_backbone(r.backbone(cfg["eval_backbone"]))
+    method.to(r.device)
+    lst = r.episode_list(run)
+    specs = lst.episodes
+    if cfg["supports"] == "other-class":
+        specs = other_class_specs(r.dataset(), specs, cfg["fold"], cfg["seeds"]["episodes"])
+    n_art = int(r.suite.eval.get("artefacts", 0))
+    task = ctx.prog.add_task(escape(f"eval {run.run_id}"), total=len(specs))
+    out = evaluate(
+        method,
+        r.dataset(),
+        specs,
+        cfg["fold"],
+        cfg["kind"],
+        r.protocol(run),
+        batch_size=int(r.suite.eval.get("batch_size", 8)),
+        device=r.device,
+        sampling_seed=cfg["seeds"]["sampling"],
+        class_ids=r.dataset().fold_classes(cfg["fold"]),
+        artefacts=n_art,
+        n_boot=int(r.suite.eval.get("n_boot", 1000)),
+        on_progress=lambda n: ctx.prog.advance(task, n),
+    )
+    ctx.prog.remove_task(task)
+    env = environment()
+    cls = type(method)
+    env |= {
+        "started": started,
+        "finished": time.time(),
+        "eval_seconds": out.seconds,
+        "device": str(r.device),
+        "precision": "bf16-autocast" if r.device.type == "cuda" else "fp32",
+        "autocast": "bfloat16" if r.device.type == "cuda" else None,
+        "eval_options": {k: cfg["method_options"][k] for k in sorted(cls.eval_options)},
+        "backbones": {
+            "train": _backbone_provenance(r.backbone(cfg["train_backbone"])),
+            "eval": _backbone_provenance(r.backbone(cfg["eval_backbone"])),
+        },
+        "trainable_parameters": sum(p.numel() for p in method.parameters()),
+    }
+    if out.artefacts:
+        art_path = r.out / "artefacts" / f"{run.run_id}.npz"
+        _save_artefacts(art_path, out.artefacts)
+        env["artefacts"] = str(art_path.relative_to(r.out))
+    result = RunResult(
+        run_id=run.run_id,
+        suite=r.suite.name,
+        config=cfg | {"profile": r.suite.profile, "suite_file": str(r.suite.source)},
+        episode_hash=lst.hash,
+        metrics=out.metrics,
+        records=out.records,
+        provenance=env,
+        decoder=decoder,
+    )
+    result.save(r.out)
+    return result
+
+
+__all__ = [
+    "DEFAULT_STAGES",
+    "StageContext",
+    "SuiteRunner",
+    "build_backbones",
+    "check_released",
+    "evaluate_runs",
+    "filter_runs",
+    "prepare_data",
+    "resolve_device",
+    "result_file",
+    "train_decoders",
+]

@@ -27,14 +27,19 @@ from fssbench.errors import UserError
 from fssbench.methods import TrainConfig
 
 TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "profiles", "default_profile"}
-MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "seeds"}
+MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports"}
 DATASET_KEYS = {"name", "root", "split_dir", "generate", "options"}
-METHOD_KEYS = {"name", "options", "train", "label"}
-EVAL_KEYS = {"batch_size", "n_boot", "device"}
+METHOD_KEYS = {"name", "options", "train", "label", "checkpoint"}
+EVAL_KEYS = {"batch_size", "n_boot", "device", "artefacts"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+SEED_KEYS = ("episodes", "train", "sampling")
+"""The three seeds, one meaning each: which episodes; decoder init and training; evaluation-time sampling."""
 # Run-config keys that only shape presentation (row label, row order in reports); they stay out of
 # the run id so relabelling or reordering methods in a suite does not invalidate finished runs.
 PRESENTATION_KEYS = frozenset({"label", "method_rank"})
+_NUMBER_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+PROTOCOL_TYPES = {"img_size": int, "keep_aspect": bool, "score_original": bool, "min_fg_pixels": int, "default_episodes": int}
+EVAL_TYPES = {"batch_size": int, "n_boot": int, "device": str, "artefacts": int}
 # ``NAME:VARIANT`` backbone references -> the ``weights`` argument of ``create_backbone``.
 BACKBONE_VARIANTS = {"": "auto", "random": "random"}
 
@@ -73,6 +78,7 @@ class MethodEntry:
     options: dict[str, Any]
     train: dict[str, Any]
     label: str
+    checkpoint: str | None = None  # a released decoder file: evaluated as it is, never trained
 
 
 @dataclass(frozen=True)
@@ -104,13 +110,27 @@ class Suite:
     methods: list[MethodEntry]
     backbones: list[BackbonePair]
     folds: list[int]
-    shots: list[int]
-    kinds: list[str]
-    seeds: list[int]
+    kind_shots: list[tuple[str, int]]
+    seeds: list[dict[str, int]]
+    supports: list[str] = field(default_factory=lambda: ["own"])
     train: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def kinds(self) -> list[str]:
+        return list(dict.fromkeys(k for k, _ in self.kind_shots))
+
+    @property
+    def shots(self) -> list[int]:
+        return list(dict.fromkeys(s for _, s in self.kind_shots))
+
     def expand(self) -> list[Run]:
-        """Every run of the matrix, in a stable order (method, backbones, fold, shot, kind, seed)."""
+        """Every run of the matrix, in a stable order (method, backbones, fold, seeds, kind/shot, supports).
+
+        The decoder id hashes only what training depends on (method, its training options, the
+        training settings, the training backbone, data, fold, training seed, protocol); evaluation
+        options, the evaluation backbone, kind, shot, supports and the episode/sampling seeds only
+        change the run id, so they never cause re-training.
+        """
         from fssbench.methods import get_method_class
         from fssbench.protocols import get_protocol
 
@@ -119,30 +139,39 @@ class Suite:
         data = {"name": self.dataset["name"], "root": str(self.dataset["root"])}
         if self.dataset.get("split_dir"):
             data["split_dir"] = str(self.dataset["split_dir"])
+        if self.dataset.get("options"):
+            data["options"] = dict(self.dataset["options"])
         runs: list[Run] = []
         for rank, m in enumerate(self.methods):
             cls = get_method_class(m.name)
             options = {**cls.default_config, **m.options}
-            trains = cls.capabilities.trains
+            trains = cls.capabilities.trains and m.checkpoint is None
             tcfg = {**_dataclass_dict(cls.default_train), **self.train, **m.train} if trains else None
             for bb in self.backbones:
+                incompatible = None
+                if bb.train != bb.eval:
+                    from fssbench.backbones import get_backbone_info
+
+                    incompatible = cls.stitch_incompatible(
+                        options, get_backbone_info(split_backbone(bb.train)[0]), get_backbone_info(split_backbone(bb.eval)[0])
+                    )
                 for fold in self.folds:
-                    for seed in self.seeds:
+                    for seeds in self.seeds:
                         decoder_id = None
                         if trains:
                             dkey = {
                                 "method": m.name,
-                                "options": options,
+                                "options": cls.training_options(options),
                                 "train": tcfg,
                                 "backbone": bb.train,
                                 "dataset": data,
                                 "fold": fold,
-                                "seed": seed,
+                                "seed": seeds["train"],
                                 "protocol": proto.to_dict(),
                             }
-                            decoder_id = f"{m.name}-{bb.train}-f{fold}-s{seed}-{canonical_hash(dkey, 10)}".replace(":", "+")
-                        for shot in self.shots:
-                            for kind in self.kinds:
+                            decoder_id = f"{m.name}-{bb.train}-f{fold}-s{seeds['train']}-{canonical_hash(dkey, 10)}".replace(":", "+")
+                        for kind, shot in self.kind_shots:
+                            for supports in self.supports:
                                 config = {
                                     "method": m.name,
                                     "label": m.label,
@@ -153,22 +182,33 @@ class Suite:
                                     "dataset": data["name"],
                                     "root": data["root"],
                                     "split_dir": data.get("split_dir"),
+                                    "dataset_options": data.get("options", {}),
                                     "fold": fold,
                                     "shot": shot,
                                     "kind": kind,
-                                    "seed": seed,
+                                    "seeds": dict(seeds),
                                     "protocol": proto.name,
                                     "protocol_settings": proto.to_dict(),
                                     "episodes": n_eps,
                                     "decoder_id": decoder_id,
+                                    "checkpoint": m.checkpoint,
+                                    "supports": supports,
+                                    "incompatible": incompatible,
                                 }
                                 stitch = "" if bb.train == bb.eval else f"-to-{bb.eval}"
+                                ctl = "" if supports == "own" else f"-{supports}"
                                 run_id = (
-                                    f"{m.label}-{bb.train}{stitch}-f{fold}-{shot}shot-{kind}-s{seed}-"
+                                    f"{m.label}-{bb.train}{stitch}-f{fold}-{shot}shot-{kind}{ctl}-s{seed_tag(seeds)}-"
                                     f"{canonical_hash({k: v for k, v in config.items() if k not in PRESENTATION_KEYS}, 10)}"
                                 ).replace(":", "+")
                                 runs.append(Run(run_id, decoder_id, config, tcfg))
         return runs
+
+
+def seed_tag(seeds: dict[str, int]) -> str:
+    """``0`` when the three seeds agree, else ``e0t1s2`` (episodes, train, sampling)."""
+    vals = [seeds[k] for k in SEED_KEYS]
+    return str(vals[0]) if len(set(vals)) == 1 else "".join(f"{k[0]}{v}" for k, v in zip(SEED_KEYS, vals))
 
 
 def _dataclass_dict(obj: Any) -> dict[str, Any]:
@@ -182,6 +222,8 @@ def _is_int(v: Any) -> bool:
 def load_suite(path: str | Path, profile: str | None = None, *, check_data: bool = True) -> Suite:
     """Parse, merge the profile, and validate a suite; raises ``SuiteError`` listing every problem."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"suite file '{path}' is a folder, not a file; pass a YAML file such as suites/smoke.yaml")
     if not path.is_file():
         raise UserError(f"suite file '{path}' not found; pass a YAML file such as suites/smoke.yaml")
     try:
@@ -225,15 +267,14 @@ def load_suite(path: str | Path, profile: str | None = None, *, check_data: bool
     methods = _parse_methods(matrix.get("methods"), problems)
     backbones = _parse_backbones(matrix.get("backbones"), problems)
     folds = _int_list(matrix.get("folds", [0]), "matrix.folds", problems, minimum=0)
-    shots = _int_list(matrix.get("shots", [1]), "matrix.shots", problems, minimum=0)
-    seeds = _int_list(matrix.get("seeds", [0]), "matrix.seeds", problems, minimum=0)
-    kinds = matrix.get("kinds", ["mask"])
-    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds) or not kinds:
-        problems.append("'matrix.kinds' must be a non-empty list of annotation kinds")
-        kinds = []
-    for k in kinds:
-        if k not in ANNOTATION_KINDS:
-            problems.append(f"unknown annotation kind '{k}' (valid: {', '.join(ANNOTATION_KINDS)})")
+    kind_shots = _parse_kind_shots(matrix, problems)
+    seeds = _parse_seeds(matrix.get("seeds", [0]), problems)
+    supports = matrix.get("supports", ["own"])
+    from fssbench.controls import SUPPORT_MODES
+
+    if not isinstance(supports, list) or not supports or not all(x in SUPPORT_MODES for x in supports):
+        problems.append(f"'matrix.supports' must be a non-empty list of {', '.join(SUPPORT_MODES)}; got {supports!r}")
+        supports = ["own"]
 
     dataset = doc.get("dataset")
     if not isinstance(dataset, dict):
@@ -257,12 +298,17 @@ def load_suite(path: str | Path, profile: str | None = None, *, check_data: bool
         train = {}
     for k in sorted(set(train) - TRAIN_KEYS):
         problems.append(f"unknown key 'train.{k}' (valid: {', '.join(sorted(TRAIN_KEYS))})")
+    _check_types(train, TRAIN_TYPES, "train", problems)
+    for i, m in enumerate(methods):
+        _check_types(m.train, TRAIN_TYPES, f"matrix.methods[{i}].train", problems)
     ev = doc.get("eval") or {}
     if not isinstance(ev, dict):
         problems.append("'eval' must be a mapping")
         ev = {}
     for k in sorted(set(ev) - EVAL_KEYS):
         problems.append(f"unknown key 'eval.{k}' (valid: {', '.join(sorted(EVAL_KEYS))})")
+    _check_types(ev, EVAL_TYPES, "eval", problems)
+    _check_types(protocol, PROTOCOL_TYPES, "protocol", problems)
 
     suite = Suite(
         name=name,
@@ -276,9 +322,9 @@ def load_suite(path: str | Path, profile: str | None = None, *, check_data: bool
         methods=methods,
         backbones=backbones,
         folds=folds,
-        shots=shots,
-        kinds=kinds,
+        kind_shots=kind_shots,
         seeds=seeds,
+        supports=list(dict.fromkeys(supports)),
         train=train,
     )
     if not problems:
@@ -286,6 +332,69 @@ def load_suite(path: str | Path, profile: str | None = None, *, check_data: bool
     if problems:
         raise SuiteError(str(path), problems)
     return suite
+
+
+TRAIN_TYPES = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
+
+
+def _check_types(values: dict[str, Any], types: dict[str, type], where: str, problems: list[str]) -> None:
+    """One problem per setting whose value has the wrong type (``lr: fast``, ``img_size: big``)."""
+    for k, v in values.items():
+        want = types.get(k)
+        if want is None:
+            continue
+        ok = (
+            isinstance(v, bool) if want is bool
+            else _is_int(v) if want is int
+            else (isinstance(v, (int, float)) and not isinstance(v, bool)) if want is float
+            else isinstance(v, want)
+        )
+        if not ok:
+            problems.append(f"'{where}.{k}' must be {_NUMBER_TYPES.get(want, want.__name__)}, got {v!r}")
+
+
+def _parse_kind_shots(matrix: dict[str, Any], problems: list[str]) -> list[tuple[str, int]]:
+    """(kind, shot) pairs: the product of ``kinds`` x ``shots``, or the listed ``kind_shots``
+    (``[{kind: text, shots: [0]}, {kind: mask, shots: [1, 5]}]``) when a full product makes no sense."""
+    pairs: list[tuple[str, int]] = []
+    if "kind_shots" in matrix:
+        if "kinds" in matrix or "shots" in matrix:
+            problems.append("give either 'matrix.kind_shots' or 'matrix.kinds' + 'matrix.shots', not both")
+        items = matrix["kind_shots"]
+        if not isinstance(items, list) or not items:
+            problems.append("'matrix.kind_shots' must be a non-empty list of {kind: KIND, shots: [K, ...]}")
+            return []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or set(item) != {"kind", "shots"} or not isinstance(item["kind"], str):
+                problems.append(f"matrix.kind_shots[{i}] must be a mapping {{kind: KIND, shots: [K, ...]}}")
+                continue
+            shots = _int_list(item["shots"], f"matrix.kind_shots[{i}].shots", problems, minimum=0)
+            pairs.extend((item["kind"], k) for k in shots)
+    else:
+        shots = _int_list(matrix.get("shots", [1]), "matrix.shots", problems, minimum=0)
+        kinds = matrix.get("kinds", ["mask"])
+        if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds) or not kinds:
+            problems.append("'matrix.kinds' must be a non-empty list of annotation kinds")
+            kinds = []
+        pairs = [(k, s) for k in kinds for s in shots]
+    for k in dict.fromkeys(k for k, _ in pairs):
+        if k not in ANNOTATION_KINDS:
+            problems.append(f"unknown annotation kind '{k}' (valid: {', '.join(ANNOTATION_KINDS)})")
+    return list(dict.fromkeys(pairs))
+
+
+def _parse_seeds(value: Any, problems: list[str]) -> list[dict[str, int]]:
+    """``[0, 1]``: each value sets all three seeds; ``{episodes: [0], train: [0, 1, 2], sampling: [0]}``:
+    their product (a missing key is ``[0]``)."""
+    if isinstance(value, dict):
+        bad = sorted(set(value) - set(SEED_KEYS))
+        if bad:
+            problems.append(f"unknown key(s) {', '.join(bad)} in matrix.seeds (valid: {', '.join(SEED_KEYS)})")
+        lists = [_int_list(value.get(k, [0]), f"matrix.seeds.{k}", problems) for k in SEED_KEYS]
+        import itertools
+
+        return [dict(zip(SEED_KEYS, combo)) for combo in itertools.product(*lists)]
+    return [{k: s for k in SEED_KEYS} for s in _int_list(value, "matrix.seeds", problems)]
 
 
 def _int_list(value: Any, where: str, problems: list[str], minimum: int = 0) -> list[int]:
@@ -318,7 +427,19 @@ def _parse_methods(value: Any, problems: list[str]) -> list[MethodEntry]:
             train = {}
         for k in sorted(set(train) - TRAIN_KEYS):
             problems.append(f"unknown key 'matrix.methods[{i}].train.{k}' (valid: {', '.join(sorted(TRAIN_KEYS))})")
-        out.append(MethodEntry(item["name"], options, train, str(item.get("label", item["name"]))))
+        ckpt = item.get("checkpoint")
+        if ckpt is not None and not isinstance(ckpt, str):
+            problems.append(f"matrix.methods[{i}].checkpoint must be a path to a decoder file")
+            ckpt = None
+        if ckpt is not None and train:
+            problems.append(f"matrix.methods[{i}] gives both 'checkpoint' and 'train'; a released checkpoint is not trained")
+        label = str(item.get("label", item["name"]))
+        if "label" in item and (not label or any(c in label for c in '/\\:*?"<>|') or label.startswith(".")):
+            problems.append(
+                f"matrix.methods[{i}] label {label!r} cannot name a result file (no / \\ : * ? \" < > | or leading dot); "
+                "give it a plain 'label'"
+            )
+        out.append(MethodEntry(item["name"], options, train, label, ckpt))
     labels = [m.label for m in out]
     for lab in sorted({x for x in labels if labels.count(x) > 1}):
         problems.append(f"two methods share the label '{lab}'; give each a distinct 'label'")
@@ -367,17 +488,24 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool) ->
             problems.append(
                 f"method '{m.name}' has no option(s) {', '.join(bad)} (valid: {', '.join(sorted(cls.default_config)) or 'none'})"
             )
-        for kind in suite.kinds:
-            for shot in suite.shots:
-                why = cls.capabilities.supports(kind, shot)
-                if why:
-                    problems.append(f"method '{m.name}' does not support {why}; drop it from the matrix or the method")
-        if not cls.capabilities.stitchable:
+        for kind, shot in suite.kind_shots:
+            why = cls.capabilities.supports(kind, shot)
+            if why:
+                problems.append(f"method '{m.name}' does not support {why}; drop it from the matrix or use matrix.kind_shots")
+        if m.checkpoint is not None:
+            cp = Path(m.checkpoint)
+            if not cp.exists():
+                problems.append(f"checkpoint '{cp}' of method '{m.label}' not found; put the decoder file there or fix the path")
+            elif not cp.is_file():
+                problems.append(f"checkpoint '{cp}' of method '{m.label}' is a folder, not a file; name the .pt file")
+        why = cls.stitch_refused({**cls.default_config, **m.options})
+        if why:
             for bb in suite.backbones:
                 if bb.train != bb.eval:
-                    problems.append(
-                        f"method '{m.name}' cannot be stitched ({bb.train} -> {bb.eval}); evaluate it on its training backbone"
-                    )
+                    problems.append(f"{why} ({bb.train} -> {bb.eval}); evaluate it on its training backbone")
+                    break
+    from fssbench.backbones import get_backbone_info
+
     for bb in suite.backbones:
         for name in sorted({bb.train, bb.eval}):
             base, variant = split_backbone(name)
@@ -385,6 +513,17 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool) ->
                 problems.append(f"unknown backbone '{base}' (see `fssbench backbones`)")
             elif variant not in BACKBONE_VARIANTS:
                 problems.append(f"unknown backbone variant '{name}'; the only variant is '{base}:random' (random init)")
+    for m in suite.methods:
+        if m.name not in known_methods:
+            continue
+        caps = get_method_class(m.name).capabilities
+        for kind in suite.kinds:
+            for name in sorted({bb.eval for bb in suite.backbones}):
+                base, _ = split_backbone(name)
+                if base in known_bb:
+                    why = caps.backbone_problem(kind, get_backbone_info(base))
+                    if why:
+                        problems.append(f"method '{m.label}': {why}; use a CLIP-style backbone for {kind} supports")
     try:
         get_protocol(suite.protocol.get("name", "hsnet"), **{k: v for k, v in suite.protocol.items() if k != "name"})
     except UserError as exc:
@@ -402,6 +541,9 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool) ->
     gen = suite.dataset.get("generate")
     if not (gen in (None, "synth") or (isinstance(gen, dict) and set(gen) <= {"seed", "size"})):
         problems.append(f"'dataset.generate' must be 'synth', a mapping {{seed, size}}, or absent; got {gen!r}")
+    if check_data and Path(root).exists() and not Path(root).is_dir():
+        problems.append(f"dataset root '{root}' is a file, not a folder; point dataset.root at the {dname} folder")
+        return
     if check_data and gen is None and not Path(root).is_dir():
         problems.append(f"dataset root '{root}' does not exist; download {dname} there or fix dataset.root")
         return

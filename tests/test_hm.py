@@ -1,4 +1,4 @@
-"""Hybrid masking (methods.hm): the element-wise rule, the input masking, and the ``hm`` method."""
+"""Hybrid masking (fssbench.masking): the element-wise rule, the input masking, and the ``hm`` method."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from fssbench.errors import UserError
 from fssbench.methods import create_method, get_method_class
-from methods.hm import HM, hybrid_combine, hybrid_masked_features, input_masked_images
+from fssbench.masking import hybrid_combine, hybrid_masked_features, input_masked_images, mask_features
+from methods.hsnet import HM
 from methods.hsnet.model import HSNet
 from tests.test_hsnet import RN50, ToyResNet, ToyVGG, _one_thread, make_batch  # noqa: F401 (fixture)
 
@@ -90,7 +91,7 @@ def test_hsnet_hybrid_option_and_hm_method(toy):
     with torch.no_grad():
         # HSNet's support features with the switch on are the HM rule over its own masked features
         s_img, s_mask = b.support_images[:, 0], b.support_fg[:, 0]
-        masked = plain.mask_features(plain.extract_features(s_img), s_mask)
+        masked = mask_features(plain.extract_features(s_img), s_mask)
         expect = hybrid_masked_features(toy, s_img, s_mask, plain.feature_names, masked)
         got = hs.support_features(s_img, s_mask)
         assert all(torch.equal(got[n], expect[n]) for n in plain.feature_names)

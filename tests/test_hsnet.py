@@ -172,12 +172,10 @@ def test_registered_with_capabilities(toy50):
     assert cls is HSNet
     caps = cls.capabilities
     assert caps.kinds == frozenset({"mask", "bbox", "scribble"})
-    assert caps.trains and caps.batchable and not caps.stitchable
+    assert caps.trains and caps.batchable and caps.stitchable  # by the relative-depth rule, CNNs only
     assert cls.default_config == {"layers": "auto", "hybrid_masking": False, "fg_weight": 1.0}
     assert cls.default_train.optimizer == "adam" and cls.default_train.lr == 1e-3
     m = create_method("hsnet", toy50)
-    with pytest.raises(UserError, match="cannot be stitched"):
-        m.set_backbone(toy50)
     with pytest.raises(UserError, match="no option"):
         create_method("hsnet", toy50, bogus=1)
     with pytest.raises(UserError, match="hybrid_masking"):
@@ -536,3 +534,53 @@ def test_predict_scores_encode_the_kshot_vote():
     one = shot_logits[:, :1]
     fake1 = types.SimpleNamespace(_batch_logits=lambda batch: one)
     assert torch.equal(HSNet.predict(fake1, None), one[:, 0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Stitching
+# --------------------------------------------------------------------------------------------------
+def test_stitching_maps_blocks_by_relative_depth(toy50):
+    """A learner trained on RN50-shaped blocks (4+6+3 in layer2..4) runs on RN101 shapes (4+23+3) and
+    back: same learner parameters, each level's blocks taken at the same relative depth."""
+    toy101 = ToyResNet(RN101, name="toy-resnet101", seed=1)
+    m = create_method("hsnet", toy50)
+    state = {k: v.clone() for k, v in m.trainable_state().items()}
+    m.set_backbone(toy101)
+    assert [len(g) for g in m.layer_groups] == [4, 6, 3]
+    assert m.layer_groups[1] == [f"layer3.{i}" for i in (1, 5, 9, 13, 17, 21)]  # floor((2i+1)*23/12)
+    assert m.layer_groups[0] == [f"layer2.{i}" for i in range(4)] and m.layer_groups[2] == [f"layer4.{i}" for i in range(3)]
+    out = m.predict(make_batch())
+    assert out.shape == (2, 2, 64, 64) and torch.isfinite(out).all()
+    assert all(torch.equal(state[k], v) for k, v in m.trainable_state().items())
+    deep = create_method("hsnet", toy101)  # and the other way: 23 trained blocks onto 6 (repeats)
+    deep.set_backbone(toy50)
+    assert len(deep.layer_groups[1]) == 23 and set(deep.layer_groups[1]) == {f"layer3.{i}" for i in range(6)}
+    assert deep.predict(make_batch()).shape == (2, 2, 64, 64)
+
+
+def test_stitching_to_a_vit_or_with_explicit_layers_is_incompatible(toy50):
+    from fssbench.backbones import get_backbone_info
+
+    cls = get_method_class("hsnet")
+    vit, rn = get_backbone_info("zoo-vit"), get_backbone_info("zoo-rn-s")
+    assert "strides" in cls.stitch_incompatible(cls.default_config, rn, vit)
+    assert cls.stitch_incompatible(cls.default_config, rn, get_backbone_info("zoo-clip-rn")) is None
+    assert cls.stitch_incompatible(cls.default_config, get_backbone_info("in1k-rn50"), get_backbone_info("clip-rn101")) is None
+    assert "explicit layers" in cls.stitch_incompatible({**cls.default_config, "layers": ["a"]}, rn, rn)
+    m = create_method("hsnet", toy50)
+    with pytest.raises(UserError, match="strides"):
+        m.set_backbone(_FlatViT())
+
+
+class _FlatViT(Backbone):
+    """Layers only (four stages at one stride), enough for the compatibility check."""
+
+    arch = "vit"
+    name = "flat-vit"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._layers = [LayerSpec(f"blocks.{i}", 8, 8, i // 2 + 1) for i in range(8)]
+
+    def _extract(self, x, names):  # pragma: no cover - never run
+        raise NotImplementedError

@@ -12,12 +12,18 @@ import torch
 from fssbench.metrics import (
     EpisodeRecord,
     IoUMeter,
+    Pair,
     PairedResult,
+    Sample,
     bootstrap_ci,
+    bootstrap_replicates,
     compute_metrics,
     episode_record,
     holm,
+    paired_delta,
     paired_test,
+    percentile_interval,
+    sample_statistic,
 )
 
 
@@ -336,3 +342,109 @@ def test_holm() -> None:
     assert holm([]).size == 0
     with pytest.raises(ValueError):
         holm([0.1, 1.5])
+
+
+# ------------------------------------------------------------------- cluster bootstrap (queries)
+def _walked(n_queries: int, per_query: int, n_classes: int = 3, seed: int = 0) -> list[EpisodeRecord]:
+    """HSNet-style: each class's episodes walk its query list ``per_query`` times; an episode's
+    counts depend on its query only (repeats of a query are the same evidence)."""
+    rng = np.random.default_rng(seed)
+    recs, eid = [], 0
+    for c in range(n_classes):
+        quality = rng.uniform(0.2, 0.9, n_queries)
+        unions = rng.integers(500, 3000, n_queries)
+        for _ in range(per_query):
+            for q in range(n_queries):
+                inter = int(quality[q] * unions[q])
+                recs.append(EpisodeRecord(eid, c, inter, int(unions[q]), 5000 - int(unions[q]), 5000 - inter, f"q{c}_{q}"))
+                eid += 1
+    return recs
+
+
+def _merged(records: list[EpisodeRecord]) -> list[EpisodeRecord]:
+    """One record per (class, query) with the summed counts, episode ids in query-name order."""
+    sums: dict[tuple[int, str], list[int]] = {}
+    for r in records:
+        s = sums.setdefault((r.class_id, r.query), [0, 0, 0, 0])
+        for i, f in enumerate(("inter_fg", "union_fg", "inter_bg", "union_bg")):
+            s[i] += getattr(r, f)
+    out = []
+    for c in sorted({c for c, _ in sums}):
+        for i, q in enumerate(sorted(q for cc, q in sums if cc == c)):
+            out.append(EpisodeRecord(i, c, *sums[(c, q)]))
+    return out
+
+
+def test_repeated_queries_widen_the_interval_and_equal_the_cluster_computation() -> None:
+    recs = _walked(n_queries=6, per_query=3)  # 54 episodes, 18 distinct queries
+    lo_q, hi_q = bootstrap_ci(recs, n_boot=2000, seed=0)  # default: query clusters
+    lo_e, hi_e = bootstrap_ci(recs, n_boot=2000, seed=0, cluster="episode")
+    assert (hi_q - lo_q) > 1.4 * (hi_e - lo_e)  # ~sqrt(3): each query counted 3 times
+    # the cluster bootstrap is the episode bootstrap of the per-query sums, draw for draw
+    assert (lo_q, hi_q) == pytest.approx(bootstrap_ci(_merged(recs), n_boot=2000, seed=0, cluster="episode"), abs=1e-9)
+    with pytest.raises(ValueError, match="cluster"):
+        bootstrap_ci(recs, cluster="image")
+
+
+def test_records_without_query_are_their_own_cluster() -> None:
+    recs = _walked(n_queries=6, per_query=3)
+    bare = [EpisodeRecord(r.episode_id, r.class_id, r.inter_fg, r.union_fg, r.inter_bg, r.union_bg) for r in recs]
+    assert bootstrap_ci(bare, n_boot=500, seed=2) == bootstrap_ci(recs, n_boot=500, seed=2, cluster="episode")
+
+
+def test_one_draw_for_every_run_of_a_fold() -> None:
+    """Two runs on the same query images share the draw: the mean of two identical runs has the
+    single run's interval (independent draws would narrow it by ~sqrt(2))."""
+    recs = _walked(n_queries=8, per_query=2)
+    one = percentile_interval(bootstrap_replicates([Sample(recs)], n_boot=1000, seed=0))
+    two = percentile_interval(bootstrap_replicates([Sample(recs, weight=0.5), Sample(list(recs), weight=0.5)], n_boot=1000, seed=0))
+    assert two == pytest.approx(one, abs=1e-9)
+    # different folds (groups) are drawn independently: the fold mean is narrower than one fold
+    folds = percentile_interval(bootstrap_replicates([Sample(recs, weight=0.5, group=0), Sample(recs, weight=0.5, group=1)],
+                                                     n_boot=1000, seed=0))
+    assert (folds[1] - folds[0]) < 0.85 * (one[1] - one[0])
+    assert sample_statistic([Sample(recs, weight=0.5, group=0), Sample(recs, weight=0.5, group=1)]) == pytest.approx(
+        compute_metrics(recs)["miou"])
+
+
+def test_empty_fold_class_counts_zero_in_the_bootstrap() -> None:
+    recs = _walked(n_queries=4, per_query=1, n_classes=3)
+    full = compute_metrics(recs)["miou"]
+    with_empty = compute_metrics(recs, class_ids=[0, 1, 2, 3])["miou"]
+    assert with_empty == pytest.approx(full * 3 / 4)
+    assert sample_statistic([Sample(recs, (0, 1, 2, 3))]) == pytest.approx(with_empty)
+    lo, hi = bootstrap_ci(recs, n_boot=500, seed=0, class_ids=[0, 1, 2, 3])
+    assert lo < with_empty < hi < full
+
+
+def test_paired_sign_flips_per_query_cluster() -> None:
+    """b beats a on every episode; 2 classes x 2 queries = 4 clusters, so the exact sign-flip
+    test over 2^4 flips cannot go below 2/16, however many episodes repeat those queries."""
+    a = _walked(n_queries=2, per_query=8, n_classes=2)
+    b = [EpisodeRecord(r.episode_id, r.class_id, min(r.inter_fg + 100, r.union_fg), r.union_fg, r.inter_bg, r.union_bg, r.query)
+         for r in a]
+    res = paired_test(a, b, n_boot=500, n_perm=1000, seed=0)
+    assert res.n == 32 and res.n_clusters == 4
+    assert res.delta > 0 and res.p_value == pytest.approx(2 / 16)
+    # per episode (32 clusters) the same data look overwhelming
+    per_episode = paired_test(a, b, n_boot=500, n_perm=1000, seed=0, cluster="episode")
+    assert per_episode.p_value == pytest.approx(2 / 1001)
+    # the paired interval uses the same clusters: wider than the per-episode one
+    assert (res.ci_high - res.ci_low) > (per_episode.ci_high - per_episode.ci_low)
+
+
+def test_paired_delta_of_fold_means() -> None:
+    a0, a1 = synthetic_run(60, seed=0, noise_seed=1), synthetic_run(60, seed=1, noise_seed=1)
+    b0, b1 = synthetic_run(60, seed=0, noise_seed=2, quality=0.65), synthetic_run(60, seed=1, noise_seed=2, quality=0.65)
+    res = paired_delta([Pair(a0, b0, weight=0.5, group=0), Pair(a1, b1, weight=0.5, group=1)], n_boot=300, n_perm=500)
+    d0 = compute_metrics(b0)["miou"] - compute_metrics(a0)["miou"]
+    d1 = compute_metrics(b1)["miou"] - compute_metrics(a1)["miou"]
+    assert res.delta == pytest.approx((d0 + d1) / 2)
+    assert res.ci_low < res.delta < res.ci_high and res.p_value < 0.01
+
+
+def test_paired_needs_the_same_queries() -> None:
+    a = _walked(n_queries=2, per_query=2, n_classes=1)
+    b = [EpisodeRecord(r.episode_id, r.class_id, r.inter_fg, r.union_fg, r.inter_bg, r.union_bg, "other") for r in a]
+    with pytest.raises(ValueError, match="different query images"):
+        paired_test(a, b)

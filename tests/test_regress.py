@@ -17,7 +17,9 @@ from fixtures_results import fold_miou, write_grid, write_run  # noqa: E402
 
 from fssbench.commands.report import register  # noqa: E402
 from fssbench.errors import UserError  # noqa: E402
+from fssbench.metrics import bootstrap_ci  # noqa: E402
 from fssbench.regress import BASELINE_FORMAT, cell_key, compare, load_baseline, tolerance_for  # noqa: E402
+from fssbench.report import load_runs  # noqa: E402
 
 FAST = ["--n-boot", "100"]
 
@@ -60,16 +62,21 @@ def lower(res: Path, method: str, fold: int, by: float, base: float) -> None:
 
 
 def test_update_writes_versioned_baseline(suite):
-    _, base = suite
+    res, base = suite
     doc = json.loads(base.read_text())
-    assert doc["format"] == BASELINE_FORMAT == "fssbench.baseline/1"
+    assert doc["format"] == BASELINE_FORMAT == "fssbench.baseline/2"
     assert doc["suite"] == "demo" and doc["tolerance"] == 1.0
     assert len(doc["cells"]) == 10  # 2 methods x (4 folds + mean)
     c = next(c for c in doc["cells"] if c["method"] == "ours" and c["fold"] == 2)
     assert c["miou"] == pytest.approx(66.0) and c["fbiou"] == pytest.approx(76.0)
-    assert c["miou_ci"] == pytest.approx([65.0, 67.0])
+    run = next(r for r in load_runs(res) if r.config["method"] == "ours" and r.config["fold"] == 2)
+    ci = bootstrap_ci(run.records, n_boot=100, seed=0, class_ids=run.metrics["fold_classes"])
+    assert c["miou_ci"] == pytest.approx(list(ci), abs=1e-4)  # recomputed from the records, not the stored ±1
     assert c["options"] == {} and c["train_backbone"] == c["eval_backbone"] == "resnet50" and c["kind"] == "mask"
-    assert c["shot"] == 1 and c["episode_hash"]
+    assert c["shot"] == 1 and c["episode_hash"] and c["label"] == "ours" and c["n_runs"] == 1
+    # the rest of the identity is readable in "config"; seeds and bookkeeping keys are not in it
+    assert c["config"]["profile"] == "quick" and c["config"]["supports"] == "own" and c["config"]["episodes"] == 40
+    assert not {"seeds", "seed", "label", "method_rank", "decoder_id", "suite_file", "fold", "shot"} & set(c["config"])
     mean = next(c for c in doc["cells"] if c["method"] == "hsnet" and c["fold"] == "mean")
     assert mean["miou"] == pytest.approx(63.0) and mean["folds"] == [0, 1, 2, 3]
     assert not [p for p in base.parent.iterdir() if p.name.startswith(".")]  # no temp file left

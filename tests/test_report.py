@@ -17,9 +17,22 @@ from fixtures_results import make_run, write_grid, write_run  # noqa: E402
 
 from fssbench.commands.report import register  # noqa: E402
 from fssbench.errors import UserError  # noqa: E402
+from fssbench.metrics import bootstrap_ci  # noqa: E402
 from fssbench.report import compute_cells, load_suite, method_label, paired_comparisons  # noqa: E402
 
 FAST = ["--n-boot", "100", "--n-perm", "200"]
+
+
+def run_ci(res_dir: Path, method: str, fold: int, shot: int = 1, metric: str = "miou") -> tuple[float, float]:
+    """The interval the report must show for one run: the run's own cluster bootstrap (100 draws, seed 0)."""
+    run = next(r for r in load_suite(res_dir).runs
+               if r.config["method"] == method and r.config["fold"] == fold and r.config["shot"] == shot)
+    return bootstrap_ci(run.records, n_boot=100, seed=0, metric=metric, class_ids=run.metrics["fold_classes"])
+
+
+def pm(res_dir: Path, method: str, fold: int, value: float, shot: int = 1) -> str:
+    lo, hi = run_ci(res_dir, method, fold, shot)
+    return f"{value:.1f} ±{(hi - lo) / 2:.1f}"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +71,7 @@ def two_shot_report(app, tmp_path_factory):
 
 
 def test_markdown_table_layout_and_values(two_shot_report):
-    _, out, _ = two_shot_report
+    res_dir, out, _ = two_shot_report
     md = (out / "table_pascal_hsnet.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
     cols = [c.strip() for c in header.strip("|").split("|")]
@@ -68,22 +81,25 @@ def test_markdown_table_layout_and_values(two_shot_report):
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in md.splitlines() if line.startswith("| hsnet") or line.startswith("| ours")}
     hs, ours = rows["hsnet"], rows["ours"]
-    # single runs: value and the stored interval half-width
-    assert hs[3:7] == ["60.0 ±1.0", "62.0 ±1.0", "64.0 ±1.0", "66.0 ±1.0"]
+    # single runs: value and the half-width of the run's bootstrap from its records (not the stored ±1.0)
+    assert hs[3:7] == [pm(res_dir, "hsnet", f, 60.0 + 2 * f) for f in range(4)]
+    assert "±1.0" not in hs[3]
     assert hs[7].startswith("63.0 ±")  # mean of fold mIoUs (60+62+64+66)/4
     assert hs[8].startswith("73.0 ±")  # FB-IoU, mean over folds
     assert hs[9].startswith("65.0 ±") and hs[13].startswith("68.0 ±")  # 5-shot fold0, mean
     # best per column in bold
-    assert ours[3] == "**62.0** ±1.0" and ours[7].startswith("**65.0**") and ours[14].startswith("**80.0**")
+    assert ours[3] == "**" + pm(res_dir, "ours", 0, 62.0).replace(" ", "** ", 1) and ours[7].startswith("**65.0**")
+    assert ours[14].startswith("**80.0**")
     assert "**" not in "".join(hs)
 
 
 def test_csv_table_has_bounds_in_separate_columns(two_shot_report):
-    _, out, _ = two_shot_report
+    res_dir, out, _ = two_shot_report
     df = pd.read_csv(out / "table_pascal_hsnet.csv").set_index("method")
+    lo, hi = run_ci(res_dir, "hsnet", 0)
     assert df.loc["hsnet", "1shot_fold0_miou"] == pytest.approx(60.0)
-    assert df.loc["hsnet", "1shot_fold0_miou_lo"] == pytest.approx(59.0)
-    assert df.loc["hsnet", "1shot_fold0_miou_hi"] == pytest.approx(61.0)
+    assert df.loc["hsnet", "1shot_fold0_miou_lo"] == pytest.approx(lo, abs=1e-4)
+    assert df.loc["hsnet", "1shot_fold0_miou_hi"] == pytest.approx(hi, abs=1e-4)
     assert df.loc["ours", "5shot_mean_miou"] == pytest.approx(70.0)
     assert df.loc["ours", "5shot_fbiou"] == pytest.approx(80.0)
     lo, hi = df.loc["hsnet", "1shot_mean_miou_lo"], df.loc["hsnet", "1shot_mean_miou_hi"]
@@ -96,7 +112,7 @@ def test_fold_mean_interval_recomputed_from_records(two_shot_report):
     cells = compute_cells(load_suite(res_dir).runs, n_boot=300)
     mean = cells[(cells.method == "hsnet") & (cells.shot == 1) & (cells.fold == "mean") & (cells.metric == "miou")].iloc[0]
     fold0 = cells[(cells.method == "hsnet") & (cells.shot == 1) & (cells.fold == 0) & (cells.metric == "miou")].iloc[0]
-    assert mean.ci_method == "bootstrap" and fold0.ci_method == "run file"
+    assert mean.ci_method == "bootstrap" and fold0.ci_method == "bootstrap"  # both from the records
     assert mean.value == pytest.approx(63.0)
     assert mean.ci_lo < 63.0 < mean.ci_hi
     # averaging 4 independent folds narrows the interval against a single fold's bootstrap
@@ -107,7 +123,7 @@ def test_fold_mean_interval_recomputed_from_records(two_shot_report):
 
 
 def test_latex_table_booktabs_and_bold(two_shot_report):
-    _, out, _ = two_shot_report
+    res_dir, out, _ = two_shot_report
     tex = (out / "table_pascal_hsnet.tex").read_text()
     for token in ("\\toprule", "\\midrule", "\\bottomrule", "\\multicolumn{6}{c}{1-shot}", "\\multicolumn{6}{c}{5-shot}",
                   "\\cmidrule(lr){4-9}", "\\cmidrule(lr){10-15}", "\\begin{tabular}{lll" + "r" * 12 + "}"):
@@ -115,7 +131,8 @@ def test_latex_table_booktabs_and_bold(two_shot_report):
     ours = next(line for line in tex.splitlines() if line.startswith("ours"))
     hs = next(line for line in tex.splitlines() if line.startswith("hsnet"))
     assert ours.count("\\textbf{") == 12 and "\\textbf" not in hs
-    assert "60.0\\,{\\scriptsize $\\pm$1.0}" in hs
+    lo, hi = run_ci(res_dir, "hsnet", 0)
+    assert f"60.0\\,{{\\scriptsize $\\pm${(hi - lo) / 2:.1f}}}" in hs
     assert ours.rstrip().endswith("\\\\")
 
 
@@ -157,8 +174,9 @@ def test_figures_only_what_the_data_supports(two_shot_report):
 
 def test_stitching_heatmap_and_no_kshot(app, tmp_path):
     res_dir = tmp_path / "results"
-    write_grid(res_dir, {"hsnet": 60.0}, folds=range(2), ci_half=1.0)
-    write_grid(res_dir, {"hsnet": 50.0}, folds=range(2), eval_backbone="vit_b16", ci_half=1.0)
+    # no records: the intervals stored in the run files are shown (±1.0)
+    write_grid(res_dir, {"hsnet": 60.0}, folds=range(2), ci_half=1.0, records=False)
+    write_grid(res_dir, {"hsnet": 50.0}, folds=range(2), eval_backbone="vit_b16", ci_half=1.0, records=False)
     r = invoke(app, "report", res_dir, "--out", tmp_path / "rep", *FAST)
     _ok(r)
     out = tmp_path / "rep"
@@ -201,10 +219,10 @@ def test_seeds_show_mean_and_sd_never_best(app, tmp_path):
 
 def test_rows_by_options_and_kind_and_partial_folds(app, tmp_path):
     res_dir = tmp_path / "res"
-    write_grid(res_dir, {"hsnet": 60.0}, ci_half=1.0)
-    write_grid(res_dir, {"hsnet": 55.0}, kind="bbox", ci_half=1.0)
-    write_grid(res_dir, {"hsnet": 58.0}, options={"aug": "diffss", "n": 2}, ci_half=1.0)
-    write_run(res_dir, method="zeta", fold=0, miou=40.0, ci_half=1.0)  # one fold only
+    write_grid(res_dir, {"hsnet": 60.0}, ci_half=1.0, records=False)
+    write_grid(res_dir, {"hsnet": 55.0}, kind="bbox", ci_half=1.0, records=False)
+    write_grid(res_dir, {"hsnet": 58.0}, options={"aug": "diffss", "n": 2}, ci_half=1.0, records=False)
+    write_run(res_dir, method="zeta", fold=0, miou=40.0, ci_half=1.0, records=False)  # one fold only
     _ok(invoke(app, "report", res_dir, "--out", tmp_path / "rep", "--no-figures", *FAST))
     md = (tmp_path / "rep" / "table_pascal_hsnet.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
@@ -234,6 +252,17 @@ def test_rows_and_reference_follow_the_suite_order():
     assert list(dict.fromkeys(cells.method)) == ["zeta", "alpha", "beta"]
     paired = paired_comparisons(runs, n_boot=50, n_perm=100)
     assert set(paired.reference) == {"zeta"} and list(paired.method) == ["alpha", "beta"]
+
+
+def test_default_reference_is_the_first_row_with_something_to_compare():
+    """A first row without partners (here: another profile) does not swallow the comparisons."""
+    runs = [make_run(method="hsnet", miou=55.0, profile="full", method_rank=0),
+            make_run(method="hsnet", miou=60.0, method_rank=0), make_run(method="ours", miou=62.0, method_rank=1)]
+    paired = paired_comparisons(runs, n_boot=50, n_perm=100)
+    assert list(paired.reference) == ["hsnet [profile=quick]"] and list(paired.method) == ["ours"]
+    assert paired.delta_miou.tolist() == pytest.approx([2.0])
+    # naming the method picks its row that has partners too
+    assert list(paired_comparisons(runs, reference="hsnet", n_boot=50, n_perm=100).reference) == ["hsnet [profile=quick]"]
 
 
 def test_runs_without_records_propagate_intervals(tmp_path):

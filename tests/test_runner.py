@@ -176,11 +176,11 @@ def test_method_init_does_not_depend_on_earlier_runs(tmp_path, synth_root):
     trained alone (building a backbone draws from the RNG; an earlier run may have built it)."""
     suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root, folds="[1]"))
     run = filter_runs(suite.expand(), "method=toy-decoder,shot=1,eval_backbone=toy-s")[0]
-    fresh = SuiteRunner(suite, tmp_path / "a", device="cpu")._make_method(run, "toy-s")
+    fresh = SuiteRunner(suite, tmp_path / "a", device="cpu").make_method(run, "toy-s")
     warm = SuiteRunner(suite, tmp_path / "b", device="cpu")
     warm.backbone("toy-s")
     warm.backbone("toy-m")
-    again = warm._make_method(run, "toy-s")
+    again = warm.make_method(run, "toy-s")
     a, b = fresh.trainable_state(), again.trainable_state()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -121,6 +121,61 @@ def test_pretrain_classes_disjoint_and_batch_deterministic() -> None:
     assert not np.array_equal(x, x3)
 
 
+def _fold_objects_in_pretraining(seed: int, n: int) -> tuple[int, int]:
+    """(objects of fold classes, all objects) drawn into pretraining images 0..n-1 of ``seed``."""
+    from fssbench.synth.classes import FOLD_KEYS
+    from fssbench.synth.render import render_pretrain_scene
+
+    bad = total = 0
+    for i in range(n):
+        objects = render_pretrain_scene(seed, i, 64)[2].objects
+        total += len(objects)
+        bad += sum(key in FOLD_KEYS for key, _, _ in objects)
+    return bad, total
+
+
+def test_pretraining_images_never_show_a_fold_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zoo's pretraining draw (its training and held-out seeds) holds no fold-class object at
+    all: not as main object, distractor, occluder or clutter blob. Without the clutter exclusion
+    (the old renderer) the same draw holds some."""
+    import fssbench.synth.render as render
+    from fssbench.backbones.zoo.train import HELDOUT_SEED, TRAIN_SEED
+
+    n = 256
+    for seed in (TRAIN_SEED, HELDOUT_SEED):
+        bad, total = _fold_objects_in_pretraining(seed, n)
+        assert total > 3 * n and bad == 0, (seed, bad, total)
+    # the check can fail: clutter drawn without the exclusion lets fold classes in
+    monkeypatch.setattr(render, "FOLD_KEYS", frozenset())
+    assert sum(_fold_objects_in_pretraining(seed, n)[0] for seed in (TRAIN_SEED, HELDOUT_SEED)) > 0
+
+
+def test_clutter_exclusion_leaves_the_fss_world_unchanged() -> None:
+    """Excluding fold classes from pretraining clutter must not move a single byte of the FSS
+    world (the regression baselines were measured on it): the images and labels of the first 12
+    train and val images of seed 0 are pinned."""
+    digest = hashlib.sha256()
+    for split in ("trn", "val"):
+        for i in range(12):
+            s = render_fss_image(0, split, i)
+            digest.update(s.image.tobytes())
+            digest.update(s.label.tobytes())
+    assert digest.hexdigest() == "8d3610fb48d7b24f080f77027bda7c44437c6ca3e29b0bb675b3a88a1b6fdee2"
+
+
+def test_draw_clutter_redraws_excluded_items() -> None:
+    from fssbench.synth.render import Canvas, draw_clutter
+
+    keys = lambda c: {k for k, _, _ in c.objects}  # noqa: E731
+    free = Canvas(np.zeros((64, 64, 3), np.float32))
+    draw_clutter(np.random.default_rng(5), free, 400, protect=False)
+    common = max(keys(free), key=lambda k: sum(o[0] == k for o in free.objects))
+    banned = frozenset({common, ("square", "red", "solid")})
+    canvas = Canvas(np.zeros((64, 64, 3), np.float32))
+    draw_clutter(np.random.default_rng(5), canvas, 400, protect=False, exclude=banned)
+    assert len(canvas.objects) == len(free.objects) and not keys(canvas) & banned
+
+
 # --- layout and formats ----------------------------------------------------------------------
 def test_layout_and_file_formats(world: Path, loaded: dict) -> None:
     for rel in ("VOC2012/JPEGImages", "VOC2012/SegmentationClassAug", "splits/pascal/trn", "splits/pascal/val"):

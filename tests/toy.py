@@ -138,10 +138,88 @@ class ToyDecoder(Method):
         return loss, {"ce": loss.item()}
 
 
+@register_method
+class ToyStochastic(ToyDecoder):
+    """ToyDecoder plus what stochastic, multi-output methods do: evaluation-time noise from the
+    batch's per-episode generators, evaluation options, a scored mask output (``prior``), a
+    scalar output and an artefact; text supports at k = 0 on text backbones."""
+
+    name: ClassVar[str] = "toy-stochastic"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        kinds=frozenset({"mask", "bbox", "text"}), trains=True, stitchable=True,
+        shot_ranges={"text": (0, 0)},
+    )
+    default_config: ClassVar[dict[str, Any]] = {**ToyDecoder.default_config, "noise": 0.5, "samples": 2}
+    eval_options: ClassVar[frozenset[str]] = frozenset({"noise", "samples"})
+    mask_outputs: ClassVar[frozenset[str]] = frozenset({"prior"})
+
+    def predict(self, batch: EpisodeBatch):
+        from fssbench.methods import Prediction
+
+        if batch.kind == "text":
+            b, (h, w) = len(batch), batch.query_image.shape[-2:]
+            sims = torch.zeros(b, 2, h, w, device=batch.query_image.device)
+        else:
+            proto = Prototype(self.backbone, **{k: v for k, v in self.options.items() if k in Prototype.default_config})
+            with torch.no_grad():
+                sims = proto.predict(batch)
+        logits = self.head(sims * 5)
+        if self.training:
+            return logits
+        noise = batch.randn(int(self.options["samples"]), *logits.shape[1:]).mean(1)
+        scores = logits + float(self.options["noise"]) * noise
+        prior = torch.sigmoid(5 * (sims[:, 1] - sims[:, 0]))
+        return Prediction(
+            scores=scores,
+            masks={"prior": prior},
+            scalars={"pred_iou": prior.mean(dim=(1, 2))},
+            artefacts={"noise": noise[:, 1]},
+        )
+
+    def loss(self, batch: EpisodeBatch):
+        return ToyDecoder.loss(self, batch)
+
+
+@register_method
+class ToyColour(Method):
+    """Zero-training: foreground = pixels of the support object's mean colour. Perfect on the toy
+    dataset (one colour per class) with its own supports, blind with another class's."""
+
+    name: ClassVar[str] = "toy-colour"
+    capabilities: ClassVar[Capabilities] = Capabilities(kinds=frozenset({"mask"}), trains=False, stitchable=True)
+    default_train: ClassVar[TrainConfig] = TrainConfig(epochs=0)
+
+    def predict(self, batch: EpisodeBatch) -> torch.Tensor:
+        fg = batch.support_fg[:, 0, None]  # [B, 1, H, W]
+        colour = (batch.support_images[:, 0] * fg).sum((2, 3)) / fg.sum((2, 3)).clamp_min(1)  # [B, 3]
+        dist = (batch.query_image - colour[:, :, None, None]).abs().amax(1)  # [B, H, W]
+        fg_score = 0.05 - dist
+        return torch.stack([torch.zeros_like(fg_score), fg_score], dim=1)
+
+
+class ToyTextBackbone(ToyBackbone):
+    """A toy backbone that claims a text tower (for capability checks of text supports)."""
+
+    @property
+    def has_text(self) -> bool:
+        return True
+
+
 def register_toy_backbones() -> None:
     for name, width in (("toy-s", 8), ("toy-m", 12)):
         if name not in backbone_names():
             register_backbone(name, lambda checkpoint, w=width: ToyBackbone(width=w), kind="test", arch="cnn", pretraining="random")
+    if "toy-text" not in backbone_names():
+        register_backbone(
+            "toy-text", lambda checkpoint: ToyTextBackbone(width=8), kind="test", arch="cnn", pretraining="random", has_text=True
+        )
 
 
 register_toy_backbones()
+
+
+# --- the toy dataset under a registered name, so suites can name it ------------------------------
+from fssbench.datasets.base import _REGISTRY as _DATASETS, register_dataset  # noqa: E402
+
+if "toy" not in _DATASETS:
+    register_dataset("toy")(ToyDataset)

@@ -195,7 +195,9 @@ def create_backbone(
         if path.is_dir():
             return create_backbone(name, "auto", weights_dir=path, device=device)
         if not path.is_file():
-            raise MissingFileError(f"weights file {path} for {name} not found")
+            if path.exists():
+                raise UserError(f"weights file {path} for {name} is not a regular file; pass the weights file itself")
+            raise MissingFileError(f"weights file {path} for {name} not found; check the path")
         checkpoint = path
 
     backbone = info.factory(checkpoint=checkpoint)

@@ -21,6 +21,8 @@ File formats read by :func:`load_state_dict_file`: a plain state dict saved with
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -85,16 +87,26 @@ class WeightsStatus:
         return f"missing: {self.expected_location}"
 
     def error(self) -> MissingFileError:
-        """The one-line user error for a missing file."""
-        if self.weights_dir is not None:
-            where = f"in {self.weights_dir}"
-        else:
-            env = os.environ.get(ENV_VAR)
-            where = f"in ${ENV_VAR} ({env})" if env else f"in ${ENV_VAR} (not set)"
+        """The one-line user error for a missing file.
+
+        It names both ways to point at a folder (``--weights-dir``, which every command that
+        builds backbones has, and ``$FSSBENCH_WEIGHTS``), and says so when the folder given is a file.
+        """
         src = f" (download: {self.source})" if self.source else ""
+        wdir = self.weights_dir
+        if wdir is not None and wdir.exists() and not wdir.is_dir():
+            return MissingFileError(
+                f"weights folder {wdir} (--weights-dir / ${ENV_VAR}) is a file, not a folder: point it at the "
+                f"folder that holds {self.expected_file}{src} for {self.backbone}"
+            )
+        if wdir is not None:
+            return MissingFileError(
+                f"weights for {self.backbone} not found: put {self.expected_file}{src} in {wdir} "
+                f"(the folder given by --weights-dir or ${ENV_VAR}); nothing is downloaded"
+            )
         return MissingFileError(
-            f"weights for {self.backbone} not found: put {self.expected_file}{src} {where} "
-            f"or pass --weights-dir DIR (no network access is attempted)"
+            f"weights for {self.backbone} not found: put {self.expected_file}{src} in a folder and pass it "
+            f"with --weights-dir DIR or by setting ${ENV_VAR}=DIR (it is not set); nothing is downloaded"
         )
 
 
@@ -200,27 +212,75 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def torch_load_problem(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words.
+
+    torch's own message advises re-running with ``weights_only=False``, which executes whatever
+    the file's pickle says; fssbench never does that, so the advice is replaced by what is wrong
+    with the file.
+    """
+    text = _ANSI.sub("", str(exc))
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return (
+                f"it holds pickled Python objects besides tensors ({found.group(1)}), which fssbench never "
+                "unpickles because unpickling can run code"
+            )
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+        why = " ".join(detail.group(1).split()) if detail else "unreadable pickle"
+        return f"it is corrupt or not a PyTorch file ({why})"
+    if isinstance(exc, EOFError) or "central directory" in text or "zip archive" in text:
+        return "it is truncated or corrupt (an interrupted copy or save)"
+    first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else type(exc).__name__
+    return f"it is corrupt or not a PyTorch file ({first})"
+
+
+def read_torch_file(path: str | os.PathLike[str], *, what: str = "checkpoint", fix: str = "replace it") -> object:
+    """``torch.load`` on the CPU with ``weights_only=True``, every failure one ``UserError`` line:
+    ``{what} {path} ...: <why>; {fix}`` (a folder, a missing file, truncated, pickled objects)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a folder, not a file; {fix}")
+    if not p.is_file():
+        if p.exists():
+            raise UserError(f"{what} {p} is not a regular file; {fix}")
+        raise MissingFileError(f"{what} {p} not found; {fix}")
+    try:
+        return torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
+        raise UserError(f"cannot read {what} {p}: {torch_load_problem(exc)}; {fix}") from None
+
+
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state dict (plain ``torch.save`` file, ``.safetensors`` or TorchScript archive) on the CPU."""
     p = Path(path)
+    fix = "replace it with the file from the official download"
+    if p.is_dir():
+        raise UserError(f"weights file {p} is a folder, not a file; pass the file itself or use it as --weights-dir")
     if not p.is_file():
+        if p.exists():
+            raise UserError(f"weights file {p} is not a regular file; {fix}")
         raise MissingFileError(f"weights file {p} not found")
+    if p.suffix not in (".safetensors",) and not is_torchscript_archive(p):
+        return _unwrap(read_torch_file(p, what="weights file", fix=fix), p)
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return _unwrap(load_file(str(p), device="cpu"), p)
-        if is_torchscript_archive(p):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.jit.* deprecation notices
-                module = torch.jit.load(str(p), map_location="cpu")
-            return _unwrap(dict(module.state_dict()), p)
-        return _unwrap(torch.load(str(p), map_location="cpu", weights_only=True), p)
+        with warnings.catch_warnings():  # a TorchScript archive (OpenAI's CLIP .pt files)
+            warnings.simplefilter("ignore")  # torch.jit.* deprecation notices
+            module = torch.jit.load(str(p), map_location="cpu")
+        return _unwrap(dict(module.state_dict()), p)
     except UserError:
         raise
     except Exception as exc:  # corrupt / foreign files: one line, not a traceback
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read weights file {p}: {msg}") from exc
+        msg = " ".join(_ANSI.sub("", str(exc)).strip().splitlines()[0].split()) if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read weights file {p}: {msg}; {fix}") from None
 
 
 def load_weights_into(

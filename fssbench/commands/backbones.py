@@ -22,11 +22,17 @@ def backbones(
     kind: Optional[str] = typer.Option(None, "--kind", help="Only this family (clip, imagenet, zoo, ...)."),
 ) -> None:
     """List backbones: architecture, pretraining, layers, stage strides:channels, text tower, weights."""
+    from rich.markup import escape
+
     from fssbench import console as _console
     from fssbench.backbones import list_backbones, resolve_weights_dir
+    from fssbench.errors import UserError
 
     infos = list_backbones(kind)
     wdir = resolve_weights_dir(weights_dir)
+    if wdir is not None and wdir.exists() and not wdir.is_dir():
+        source = "--weights-dir" if weights_dir is not None else f"${ENV_VAR}"
+        raise UserError(f"weights folder {wdir} ({source}) is a file, not a folder; pass the folder that holds the weight files")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("kind", no_wrap=True)
@@ -44,10 +50,10 @@ def backbones(
         if status is None:
             locations.append((info.name, "[green]built in[/]"))
         elif status.found is not None:
-            locations.append((info.name, f"[green]found[/]    {status.found}"))
+            locations.append((info.name, f"[green]found[/]    {escape(str(status.found))}"))
         else:
             n_missing += 1
-            locations.append((info.name, f"[yellow]missing[/]  expected at {status.expected_location}"))
+            locations.append((info.name, f"[yellow]missing[/]  expected at {escape(status.expected_location)}"))
         text = (str(info.text_dim) if info.text_dim else "yes") if info.has_text else "no"
         table.add_row(
             info.name,
@@ -69,8 +75,8 @@ def backbones(
     width = max((len(n) for n, _ in locations), default=0)
     out.print("weights:", highlight=False)
     for name, line in locations:  # paths on their own lines: never folded inside a table cell
-        out.print(f"  {name:<{width}}  {line}", soft_wrap=True, highlight=False)
-    where = str(wdir) if wdir is not None else f"${ENV_VAR} (not set)"
+        out.print(f"  {escape(name):<{width}}  {line}", soft_wrap=True, highlight=False)
+    where = escape(str(wdir)) if wdir is not None else f"${ENV_VAR} (not set)"
     out.print(
         f"weights directory: {where}; also searched: torch hub cache, ~/.cache/clip, Hugging Face cache "
         "(read only, nothing is downloaded).",

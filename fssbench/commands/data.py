@@ -133,10 +133,16 @@ def splits_cmd(
     split_scheme: Optional[str] = typer.Option(None, "--split-scheme", help=_SCHEME_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help=_WORKERS_HELP),
 ) -> None:
+    from fssbench.datasets import get_dataset
     from fssbench.datasets.splits import build_splits, default_split_dir
+    from fssbench.paths import writable_dir
 
     try:
         opts = _options(dataset, None, split_scheme)
+        # the output folder is checked before the (long) scan of every mask, so a bad --out costs nothing
+        name = get_dataset(dataset, root, **opts).name  # a wrong name or root fails before --out is created
+        target = out if out is not None else default_split_dir(root, name)
+        writable_dir(target, "split-list folder (--out)" if out is not None else "split-list folder")
         with progress(transient=True) as prog:
             build = build_splits(dataset, root, out, force=force, progress=_RichScan(prog), workers=workers, **opts)
     except UserError as exc:

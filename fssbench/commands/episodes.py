@@ -33,8 +33,10 @@ def export(
     """Sample episodes with a fixed seed and write them, with a content hash, to a JSON file."""
     from fssbench.datasets import get_dataset
     from fssbench.episodes import sample_episodes
+    from fssbench.paths import writable_file
     from fssbench.protocols import get_protocol
 
+    writable_file(out, "episode file (--out)", example="episodes.json")  # before sampling: no work lost
     proto = get_protocol(protocol)
     ds = get_dataset(dataset, root, split_dir=split_dir)
     n = episodes if episodes is not None else proto.episodes_for(ds.name)
@@ -43,7 +45,10 @@ def export(
     lst.save(out)
     console.print(
         f"wrote {len(lst.episodes)} episodes ({ds.name} fold {fold}, {shot}-shot, seed {seed}, "
-        f"{len(lst.class_names)} classes) to {out}  hash {lst.hash[:16]}"
+        f"{len(lst.class_names)} classes) to {out}  hash {lst.hash[:16]}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -56,9 +61,10 @@ def show(file: Path = typer.Argument(..., help="An episode file written by `epis
 
     lst = EpisodeList.load(file)
     counts = Counter(s.class_id for s in lst.episodes)
-    console.print(f"{file}: {lst.dataset} fold {lst.fold} '{lst.split}' {lst.shot}-shot seed {lst.seed}, hash {lst.hash}")
+    plain = {"markup": False, "highlight": False, "soft_wrap": True}  # paths and class names are shown as they are
+    console.print(f"{file}: {lst.dataset} fold {lst.fold} '{lst.split}' {lst.shot}-shot seed {lst.seed}, hash {lst.hash}", **plain)
     for cid, k in sorted(counts.items()):
-        console.print(f"  class {cid:>3} {lst.class_names.get(cid, '?'):<28} {k} episodes")
+        console.print(f"  class {cid:>3} {lst.class_names.get(cid, '?'):<28} {k} episodes", **plain)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,43 +20,59 @@ def run(
     ),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Where results go (default results/<suite>)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda[:N] (default: auto)."),
+    weights_dir: Optional[Path] = typer.Option(
+        None, "--weights-dir", help="Folder with backbone weights files (default: $FSSBENCH_WEIGHTS, then library caches)."
+    ),
 ) -> None:
     """Train each decoder once, evaluate every run of the matrix, write one result file per run."""
-    from fssbench.runner import SuiteRunner, filter_runs
+    from rich.markup import escape
+
+    from fssbench.runner import SuiteRunner, filter_runs, resolve_device
     from fssbench.suite import load_suite
+
+    if device is not None:  # a bad --device is one line before any work, dry run or not
+        resolve_device(device, check_available=not dry_run)
 
     suite = load_suite(suite_file, profile, check_data=not dry_run)
     expanded = suite.expand()
     runs = filter_runs(expanded, only)
-    runner = SuiteRunner(suite, results_dir, device=device if not dry_run else "cpu")
+    runner = SuiteRunner(suite, results_dir, device=device if not dry_run else "cpu", weights_dir=weights_dir)
     foreign = runner.foreign_results(expanded)
     if foreign:
         err_console.print(
-            f"[yellow]note[/]: {len(foreign)} result file(s) in {runner.out} are not runs of this suite and profile "
-            f"(an earlier version of it, or another profile), e.g. {foreign[0].name}; `fssbench report` includes "
+            f"[yellow]note[/]: {len(foreign)} result file(s) in {escape(str(runner.out))} are not runs of this suite and profile "
+            f"(an earlier version of it, or another profile), e.g. {escape(foreign[0].name)}; `fssbench report` includes "
             "them: move them away, or use --results-dir",
             highlight=False,
             soft_wrap=True,
         )
     if dry_run:
-        table = Table(title=f"{suite.name} ({suite.profile or 'base'}): {len(runs)} runs -> {runner.out}")
-        for col in ("run id", "method", "backbone", "fold", "shot", "kind", "seed", "decoder", "status"):
+        plan = runner.plan(runs)
+        table = Table(title=escape(f"{suite.name} ({suite.profile or 'base'}): {len(runs)} runs -> {runner.out}"))
+        for col in ("run id", "method", "backbone", "fold", "shot", "kind", "seeds", "supports", "decoder", "decoder status", "status"):
             table.add_column(col)
         for r in runs:
             c = r.config
             bb = c["train_backbone"] if c["train_backbone"] == c["eval_backbone"] else f"{c['train_backbone']}->{c['eval_backbone']}"
-            dec = "-" if not r.decoder_id else ("trained" if runner.decoder_done(r.decoder_id) else "to train")
+            seeds = "/".join(str(c["seeds"][k]) for k in ("episodes", "train", "sampling"))
             status = "done" if runner.is_done(r) else "pending"
-            table.add_row(r.run_id, c["label"], bb, str(c["fold"]), str(c["shot"]), c["kind"], str(c["seed"]), dec, status)
+            cells = (r.run_id, c["label"], bb, str(c["fold"]), str(c["shot"]), c["kind"], seeds, c["supports"],
+                     r.decoder_id or "-", plan.decoder_status(r), status)
+            table.add_row(*(escape(x) for x in cells))
         console.print(table)
+        n_dec = len({r.decoder_id for r in runs if r.decoder_id})
+        console.print(
+            f"{len(plan.pending_evaluations)} of {len(runs)} runs pending; {len(plan.pending_decoders)} of {n_dec} decoders to train",
+            highlight=False,
+        )
         return
     if not runs:
         console.print("no run matches --only; nothing to do")
         return
     stats = runner.run(runs)
     console.print(
-        f"[bold]{suite.name}[/]: {stats['evaluated']} evaluated, {stats['skipped']} already done, "
-        f"{stats['trained']} decoders trained -> {runner.out}"
+        f"[bold]{escape(suite.name)}[/]: {stats['evaluated']} evaluated, {stats['skipped']} already done, "
+        f"{stats['trained']} decoders trained -> {escape(str(runner.out))}"
     )
 
 

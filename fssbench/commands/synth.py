@@ -45,6 +45,7 @@ def synth(
     console.print(
         f"wrote synthetic PASCAL-5i world (seed {seed}, {size.value}): {c['trn']['images']} train + "
         f"{c['val']['images']} val images, 4 folds x 5 classes, in {meta['elapsed_s']:.1f} s to {out}",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )

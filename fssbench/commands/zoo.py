@@ -28,8 +28,10 @@ def build(
     from fssbench.backbones.zoo.train import build_zoo
     from fssbench.console import console, progress
 
+    from fssbench.paths import writable_dir
+
     names = [get_spec(n).name for n in only] if only else list(ZOO)
-    folder = out if out is not None else cache_dir()
+    folder = writable_dir(out if out is not None else cache_dir(), "zoo folder (--out)" if out is not None else "zoo cache folder")
     t0 = time.perf_counter()
     with progress() as prog:
         tasks: dict[str, int] = {}
@@ -45,7 +47,7 @@ def build(
         e = manifest["models"][name]
         figs = "  ".join(f"{k} {v:.3f}" for k, v in e["check"].items())
         console.print(f"{name:<12} {e['params']:>9,} params  {e['bytes'] / 1e6:5.2f} MB  {e['train']['seconds']:6.1f} s  {figs}  sha256 {e['sha256'][:12]}", highlight=False)
-    console.print(f"built {len(names)} model(s) into {folder} in {time.perf_counter() - t0:.0f} s", highlight=False)
+    console.print(f"built {len(names)} model(s) into {folder} in {time.perf_counter() - t0:.0f} s", markup=False, highlight=False)
 
 
 @zoo_app.command("list")
@@ -57,8 +59,14 @@ def list_(
     from rich.table import Table
 
     from fssbench.backbones.zoo import SHIPPED_DIR, ZOO, cache_dir, locate, read_manifest
+    from rich.markup import escape
+
     from fssbench.console import console
 
+    from fssbench.errors import UserError
+
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--dir {out} is a file, not a folder; pass the folder `fssbench zoo build --out` wrote")
     manifests = {"cache": read_manifest(cache_dir()), "shipped": read_manifest(SHIPPED_DIR)}
     if out is not None:
         manifests["dir"] = read_manifest(out)
@@ -91,7 +99,7 @@ def list_(
         )
     console.print(table)
     console.print(
-        f"cache: {cache_dir()}   shipped: {SHIPPED_DIR}\n"
+        f"cache: {escape(str(cache_dir()))}   shipped: {escape(str(SHIPPED_DIR))}\n"
         "check figures: heldout_top1 = held-out pretraining accuracy (CLIP: zero-shot over the 48 prompts); "
         "fss_probe_miou = training-free 1-shot prototype probe on the 20 novel fold classes (random weights: ~0.1); "
         "fold_text_top1 = zero-shot naming of novel objects by the text tower (chance 0.05). "

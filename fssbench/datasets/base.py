@@ -20,7 +20,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from fssbench.datasets.io import read_index_mask, read_rgb
-from fssbench.errors import UserError
+from fssbench.errors import DataError, UserError
 
 IGNORE_INDEX = 255
 SPLITS: tuple[str, ...] = ("trn", "val", "baseval")
@@ -102,6 +102,8 @@ class IndexedMaskDataset(FSSDataset):
 
     image_dir: Path
     mask_dir: Path
+    _valid_mask_values: np.ndarray | None = None
+    """``[256]`` bool: which mask values are allowed (0, the dataset's classes, ``IGNORE_INDEX``)."""
 
     def image_path(self, name: str) -> Path:
         return self.image_dir / f"{name}.jpg"
@@ -113,8 +115,29 @@ class IndexedMaskDataset(FSSDataset):
         return read_rgb(self.image_path(name))
 
     def load_label(self, name: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
-        raw = read_index_mask(self.label_path(name, class_id))
+        """Binary mask of ``class_id`` and the ignore mask. A mask holding any value that is not
+        0, a class of this dataset or ``IGNORE_INDEX`` is a ``DataError``: such pixels would
+        silently count as background of every class and bias the scores."""
+        path = self.label_path(name, class_id)
+        raw = read_index_mask(path)
+        self._check_mask_values(raw, path)
         return (raw == class_id).astype(np.uint8), raw == IGNORE_INDEX
+
+    def _check_mask_values(self, raw: np.ndarray, path: Path) -> None:
+        valid = self._valid_mask_values
+        if valid is None:
+            valid = np.zeros(256, dtype=bool)
+            valid[[0, IGNORE_INDEX, *(c for c in self.class_names if 0 < c < 256)]] = True
+            self._valid_mask_values = valid
+        counts = np.bincount(raw.ravel(), minlength=256)
+        bad = np.flatnonzero((counts > 0) & ~valid)
+        if bad.size:
+            shown = ", ".join(str(int(v)) for v in bad[:8]) + (f", ... ({bad.size} values)" if bad.size > 8 else "")
+            n = max(c for c in self.class_names)
+            raise DataError(
+                f"mask {path} has value(s) {shown}, which are not classes of {self.name} (expected 0, 1..{n} "
+                f"and {IGNORE_INDEX}); fix the mask (`fssbench data check {self.root} --dataset {self.name}` lists every such file)"
+            )
 
 
 _REGISTRY: dict[str, type[FSSDataset]] = {}
@@ -144,5 +167,7 @@ def get_dataset(name: str, root: str | Path, **options: object) -> FSSDataset:
         raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(dataset_names())}")
     root = Path(root)
     if not root.is_dir():
+        if root.exists():
+            raise UserError(f"dataset root '{root}' is a file, not a folder; pass the folder that holds the {key} data")
         raise UserError(f"dataset root '{root}' does not exist; pass the folder that holds the {key} data")
     return _REGISTRY[key](root, **options)

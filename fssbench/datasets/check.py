@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Protocol, Sequence, TypeVar
 from fssbench.datasets.base import SPLITS, Entry, FSSDataset
 from fssbench.datasets.io import image_size, present_values, read_gray_mask, read_index_mask
 from fssbench.errors import UserError
+from fssbench.paths import file_in_the_way
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -105,7 +106,16 @@ class Problems:
 
 
 def missing_list_problem(path: Path, root: Path, dataset: str) -> str:
-    """The line for a split list that is absent: the exact path and both fixes."""
+    """The line for a split list that is absent: the exact path and both fixes (or, when a folder
+    on its path is a file, e.g. ``--split-dir`` given a file, that)."""
+    if path.is_dir():
+        return f"split list {path} is a folder, not a file; remove it or pass --split-dir DIR with the official HSNet lists"
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        return (
+            f"split list {path} cannot exist: {blocker} is a file, not a folder; pass --split-dir the folder that "
+            f"holds the lists, or build them with `fssbench data splits {root} --dataset {dataset}`"
+        )
     return (
         f"missing split list {path}: build lists from the data with `fssbench data splits {root} --dataset {dataset}` "
         f"or pass --split-dir DIR with the official HSNet lists"
@@ -113,6 +123,12 @@ def missing_list_problem(path: Path, root: Path, dataset: str) -> str:
 
 
 def missing_dir_problem(path: Path, hint: str = "") -> str:
+    """The line for a folder the layout needs; a file at that path is named as such."""
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder{': ' + hint if hint else ''}"
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        return f"missing folder {path} ({blocker} is a file, not a folder){': ' + hint if hint else ''}"
     return f"missing folder {path}{': ' + hint if hint else ''}"
 
 

@@ -28,11 +28,14 @@ Splits (the lists are pooled by class, so any scheme works with HSNet's files):
 * ``entries(K, "trn")``: base classes of K, their train2014 images from the ``trn`` pickles;
 * ``entries(K, "val")``: novel classes of K, their val2014 images from the ``val`` pickles;
 * ``entries(K, "baseval")``: base classes of K, their val2014 images from the ``val`` pickles (the
-  other folds' val lists): held-out images for model selection, so no model is chosen on the
-  test fold.
+  other folds' val lists), without the images that are test queries of K (``entries(K, "val")``;
+  a val2014 image often holds a novel and a base class): held-out images for model selection, so
+  no model is chosen on the test fold or on one of its query images.
 
-Order: classes ascending, each class's images in list order. A class's list is taken from fold K's
-own file when it has one (exactly HSNet's lists), otherwise from the first other file of that kind.
+Order: classes ascending, each class's images in list order (``baseval``: then round robin over
+classes, ``fssbench.datasets.splits.baseval_entries``; class-uniform sampling ignores the order).
+A class's list is taken from fold K's own file when it has one (exactly HSNet's lists), otherwise
+from the first other file of that kind.
 
 Sampling is ``class_uniform`` (HSNet draws a class uniformly, then a query of that class).
 Labels: ``mask == c``; ``ignore = mask == 255`` (HSNet's COCO masks have none).
@@ -55,7 +58,7 @@ from fssbench.datasets.check import (
     unique_names,
 )
 from fssbench.datasets.io import load_plain_pickle, read_classes_file
-from fssbench.datasets.splits import resolve_split_dir
+from fssbench.datasets.splits import baseval_entries, resolve_split_dir
 from fssbench.errors import DataError, MissingFileError, UserError
 
 COCO_CLASSES: tuple[str, ...] = (
@@ -189,7 +192,8 @@ class CocoDataset(IndexedMaskDataset):
         return found
 
     def entries(self, fold: int, split: str) -> list[Entry]:
-        """Classes ascending, each class's images in list order (see module doc)."""
+        """Classes ascending, each class's images in list order; ``baseval`` without the fold's
+        test-query images, round robin over classes (see module doc)."""
         self.check_fold(fold)
         if split not in SPLITS:
             raise UserError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
@@ -199,7 +203,10 @@ class CocoDataset(IndexedMaskDataset):
             classes = novel if split == "val" else self.base_classes(fold)
             kind = "trn" if split == "trn" else "val"
             lists = self._class_lists(kind, fold, classes)
-            self._entries[key] = [Entry(name, c) for c in classes for name in lists.get(c, [])]
+            listed = [Entry(name, c) for c in classes for name in lists.get(c, [])]
+            if split == "baseval":
+                listed = baseval_entries(listed, self.entries(fold, "val"))
+            self._entries[key] = listed
         return list(self._entries[key])
 
     # --- validation --------------------------------------------------------

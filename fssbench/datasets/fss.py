@@ -16,14 +16,18 @@ There is one fold (``n_folds = 1``). Our split names map onto HSNet's lists as f
 * ``trn``     -> ``trn.txt``  (520 training classes);
 * ``val``     -> ``test.txt`` (240 novel classes: the evaluation set every paper reports);
 * ``baseval`` -> ``val.txt``  (240 classes HSNet uses for model selection). They are neither
-  training nor test classes; selecting checkpoints on them keeps the test classes unseen.
+  training nor test classes; selecting checkpoints on them keeps the test classes unseen. (The
+  ``trn`` classes have no held-out images: all of them are training images.) Its images are
+  disjoint from the test queries (a class folder is in exactly one list file).
 
 ``fold_classes(0)`` are the ``test.txt`` classes. Class ids are 1-based positions in the sorted
 list of all classes named in the three files; ``class_names`` turns ``hotel_slipper`` into
 ``hotel slipper``, ``class_folder(id)`` gives the folder name back.
 
 Order (HSNet's): a split's classes sorted by folder name; within a class, the ``.jpg`` files
-sorted by file name as strings (``1, 10, 2, ...``). Entry names are ``"<class>/<N>"``.
+sorted by file name as strings (``1, 10, 2, ...``). Entry names are ``"<class>/<N>"``. ``baseval``
+is then taken round robin over its classes (``fssbench.datasets.splits.baseval_entries``), so a
+model-selection budget of n episodes covers n classes, not the first n / 10.
 
 Labels: ``mask = luminance >= 128``; FSS-1000 has no ignore label (255 is foreground), so
 ``ignore`` is all ``False``.
@@ -48,7 +52,7 @@ from fssbench.datasets.check import (
     unique_names,
 )
 from fssbench.datasets.io import read_gray_mask, read_rgb, read_text_lines
-from fssbench.datasets.splits import resolve_split_dir
+from fssbench.datasets.splits import baseval_entries, resolve_split_dir
 from fssbench.errors import DataError, MissingFileError, UserError
 
 LIST_FILES: tuple[str, ...] = ("trn", "val", "test")
@@ -130,7 +134,8 @@ class FSS1000Dataset(FSSDataset):
         return self._images[folder]
 
     def entries(self, fold: int, split: str) -> list[Entry]:
-        """The split's classes by folder name, each class's ``.jpg`` files by file name (HSNet order)."""
+        """The split's classes by folder name, each class's ``.jpg`` files by file name (HSNet order;
+        ``baseval`` round robin over its classes)."""
         self.check_fold(fold)
         if split not in SPLITS:
             raise UserError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
@@ -141,6 +146,8 @@ class FSS1000Dataset(FSSDataset):
         out = []
         for folder in sorted({c for _, c in self._read_lists()[SPLIT_TO_LIST[split]]}):
             out.extend(Entry(f"{folder}/{stem}", ids[folder]) for stem in self._class_images(folder))
+        if split == "baseval":
+            out = baseval_entries(out, self.entries(fold, "val"))
         return out
 
     def _list_problems(self) -> list[str]:

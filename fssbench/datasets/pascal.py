@@ -22,8 +22,11 @@ Lists: ``trn/foldK.txt`` holds *training-image* pairs whose class belongs to fol
   (base-class training pairs);
 * ``entries(K, "val")``: ``val/foldK.txt`` in file order (novel-class test pairs);
 * ``entries(K, "baseval")``: ``val/foldJ.txt`` for every J != K (held-out val images paired with
-  the fold's *base* classes). This is the model-selection split: choose checkpoints on it, never on
-  ``val``, so that no model is picked on the test fold.
+  the fold's *base* classes), without the images that are also listed in ``val/foldK.txt`` (a
+  val image holding a novel and a base class is a test query), round robin over the base classes
+  (``fssbench.datasets.splits.baseval_entries``). This is the model-selection split: choose
+  checkpoints on it, never on ``val``, so that no model is picked on the test fold or on one of
+  its query images.
 
 Labels: ``load_label(name, c)`` returns ``mask == c`` and ``ignore = mask == 255`` at original size.
 """
@@ -45,7 +48,7 @@ from fssbench.datasets.check import (
     unique_names,
 )
 from fssbench.datasets.io import read_classes_file, read_text_lines
-from fssbench.datasets.splits import resolve_split_dir
+from fssbench.datasets.splits import baseval_entries, resolve_split_dir
 from fssbench.errors import DataError, MissingFileError, UserError
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -180,25 +183,33 @@ class PascalDataset(IndexedMaskDataset):
         return [("val", j) for j in others]
 
     def entries(self, fold: int, split: str) -> list[Entry]:
-        """HSNet order: the split's list files in fold order, each in file order (see module doc)."""
+        """HSNet order: the split's list files in fold order, each in file order; ``baseval``
+        without the fold's test-query images, round robin over classes (see module doc)."""
         self.check_fold(fold)
         if split not in SPLITS:
             raise UserError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
         key = (fold, split)
         if key not in self._entries:
-            out: list[Entry] = []
-            for kind, j in self._list_files(fold, split):
-                path = self.list_path(kind, j)
-                if not path.is_file():
-                    raise MissingFileError(missing_list_problem(path, self.root, "pascal"))
-                listed, problems = self._parse(kind, j)
-                if problems:
-                    raise DataError(
-                        f"{problems[0]} (run `fssbench data check {self.root} --dataset pascal` for all problems)"
-                    )
-                out.extend(item.entry for item in listed)
-            self._entries[key] = out
+            listed = self._listed_entries(fold, split)
+            if split == "baseval":
+                listed = baseval_entries(listed, self.entries(fold, "val"))
+            self._entries[key] = listed
         return list(self._entries[key])
+
+    def _listed_entries(self, fold: int, split: str) -> list[Entry]:
+        """The entries of the split's list files, in fold order and file order."""
+        out: list[Entry] = []
+        for kind, j in self._list_files(fold, split):
+            path = self.list_path(kind, j)
+            if not path.is_file():
+                raise MissingFileError(missing_list_problem(path, self.root, "pascal"))
+            listed, problems = self._parse(kind, j)
+            if problems:
+                raise DataError(
+                    f"{problems[0]} (run `fssbench data check {self.root} --dataset pascal` for all problems)"
+                )
+            out.extend(item.entry for item in listed)
+        return out
 
     # --- validation --------------------------------------------------------
     def check(self, shots: int = 1, *, progress: ScanProgress | None = None, workers: int | None = None) -> list[str]:

@@ -28,6 +28,16 @@ mapping every 0-based class index 0..79 to a list of ``"<subset>/<file>.jpg"`` n
     fold K (other keys hold empty lists, as in HSNet's files), folds following the dataset's split
     scheme (interleaved by default: class c is in fold (c-1) mod 4); names sorted.
 
+Model-selection split (``baseval``; no list file of its own, built from the lists above)
+----------------------------------------------------------------------------------------
+``entries(K, "baseval")`` of every loader goes through ``baseval_entries``: from the held-out
+(image, base class) candidates of fold K it drops every image that is also a test query of fold K
+(an entry of ``entries(K, "val")``: a PASCAL/COCO evaluation image holding a novel *and* a base
+class is a test query, so selecting a model on it would look at the test fold), then orders the
+rest round robin over classes (ascending class id; each class's images keep their list order).
+Episodes walk a split list from its start (``query_cycle``), so any model-selection budget of at
+least one episode per base class then covers every base class, instead of the first fold's few.
+
 FSS-1000 (writes ``trn.txt``, ``val.txt``, ``test.txt``, one class folder name per line):
   * classes = the sub-folders of ``FSS-1000/`` that hold at least one ``.jpg``;
   * ordered by ``sha1(name).hexdigest()``; the first ``round(N*520/1000)`` go to ``trn``, the next
@@ -48,6 +58,7 @@ from typing import TYPE_CHECKING, Iterable
 from fssbench.errors import DataError, MissingFileError, UserError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from fssbench.datasets.base import Entry
     from fssbench.datasets.check import ScanProgress
 
 SPLIT_RULE = (
@@ -86,6 +97,26 @@ def sha1_int(name: str) -> int:
 def pascal_is_holdout(name: str) -> bool:
     """The fallback PASCAL evaluation-image rule: ``sha1(name) % 5 == 0`` (about 20%)."""
     return sha1_int(name) % 5 == 0
+
+
+def baseval_entries(candidates: Iterable["Entry"], test_queries: Iterable["Entry"]) -> list["Entry"]:
+    """The model-selection split of a fold (rule in the module doc).
+
+    ``candidates`` are held-out (image, base class) entries in list order, ``test_queries`` the
+    fold's ``val`` entries. Images among the test queries are dropped, so no model is ever chosen
+    on an image it is tested on; the rest is interleaved by class so that a prefix of ``n`` entries
+    covers ``min(n, number of classes)`` classes.
+    """
+    banned = {e.name for e in test_queries}
+    by_class: dict[int, list["Entry"]] = {}
+    for e in candidates:
+        if e.name not in banned:
+            by_class.setdefault(e.class_id, []).append(e)
+    queues = [by_class[c] for c in sorted(by_class)]
+    out: list["Entry"] = []
+    for r in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[r] for q in queues if r < len(q))
+    return out
 
 
 def fss_partition(classes: Iterable[str]) -> tuple[list[str], list[str], list[str]]:

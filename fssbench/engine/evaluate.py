@@ -1,22 +1,38 @@
 """Evaluation engine: frozen episodes in, one record per episode out.
 
-Only the per-episode intersection/union records are kept (a few integers each), so memory does
-not grow with the number of episodes; fold metrics and bootstrap intervals are computed from them.
+Only the per-episode records are kept (a few integers and the method's extra numbers each), so
+memory does not grow with the number of episodes; fold metrics and bootstrap intervals are
+computed from them, once, after the loop.
+
+Randomness: with ``sampling_seed`` every episode gets its own noise generator derived from
+(sampling seed, episode id) (``fssbench.episode.episode_generator``), so a stochastic method's
+prediction for an episode never depends on the batch size, what else is in its batch, the run
+order, or which runs came before.
+
+Richer predictions: when ``predict`` returns a :class:`~fssbench.methods.Prediction`, each
+declared mask output is scored under the protocol like the prediction (its counts land in the
+record's ``extras`` as ``<name>.inter_fg`` ...), each scalar output lands as ``<name>``, and the
+arrays of the first ``artefacts`` episodes are returned for figures.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
 from fssbench.datasets.base import FSSDataset
 from fssbench.engine.data import batched, iter_episodes
-from fssbench.episode import EpisodeSpec, collate
-from fssbench.methods import Method
+from fssbench.episode import Episode, EpisodeSpec, collate
+from fssbench.methods import Method, Prediction, as_prediction
 from fssbench.metrics import EpisodeRecord, IoUMeter, bootstrap_ci
 from fssbench.protocols import Protocol
+
+COUNT_FIELDS = ("inter_fg", "union_fg", "inter_bg", "union_bg")
 
 
 @dataclass
@@ -24,17 +40,96 @@ class EvalOutput:
     records: list[EpisodeRecord]
     metrics: dict[str, Any]
     seconds: float
+    artefacts: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def summarize(records: Sequence[EpisodeRecord], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Fold metrics (percent) with stratified-bootstrap 95% intervals."""
-    meter = IoUMeter()
+def output_names(records: Sequence[EpisodeRecord]) -> list[str]:
+    """Mask outputs present in ``records`` (those with all four ``<name>.<count>`` extras)."""
+    names: set[str] = set()
+    for r in records:
+        for k in r.extras:
+            if k.endswith(".inter_fg"):
+                names.add(k[: -len(".inter_fg")])
+    return sorted(names)
+
+
+def output_records(records: Sequence[EpisodeRecord], name: str) -> list[EpisodeRecord]:
+    """The records of mask output ``name`` (same episodes, queries and classes; its own counts)."""
+    out = []
+    for r in records:
+        counts = [int(r.extras[f"{name}.{f}"]) for f in COUNT_FIELDS]
+        out.append(EpisodeRecord(r.episode_id, r.class_id, *counts, query=r.query))
+    return out
+
+
+def _metrics(records: Sequence[EpisodeRecord], class_ids: Sequence[int] | None, n_boot: int, seed: int) -> dict[str, Any]:
+    meter = IoUMeter(class_ids)
     meter.update(list(records))
     out = meter.compute()
-    out["miou_ci"] = list(bootstrap_ci(records, n_boot=n_boot, seed=seed, metric="miou"))
-    out["fbiou_ci"] = list(bootstrap_ci(records, n_boot=n_boot, seed=seed, metric="fbiou"))
+    out["miou_ci"] = list(bootstrap_ci(records, n_boot=n_boot, seed=seed, metric="miou", class_ids=class_ids))
+    out["fbiou_ci"] = list(bootstrap_ci(records, n_boot=n_boot, seed=seed, metric="fbiou", class_ids=class_ids))
     out["class_iou"] = {str(k): v for k, v in out["class_iou"].items()}
     return out
+
+
+def summarize(
+    records: Sequence[EpisodeRecord],
+    *,
+    class_ids: Iterable[int] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fold metrics (percent) with bootstrap 95% intervals, for the prediction and every mask output.
+
+    ``class_ids``: every class of the fold. A class without episodes then counts as IoU 0 in the
+    mean, exactly as HSNet's ``compute_iou`` counts it, and is listed in ``empty_classes`` so
+    reports can say so.
+    """
+    ids = None if class_ids is None else sorted({int(c) for c in class_ids})
+    out = _metrics(records, ids, n_boot, seed)
+    seen = {r.class_id for r in records}
+    out["fold_classes"] = ids if ids is not None else sorted(seen)
+    out["empty_classes"] = [c for c in out["fold_classes"] if c not in seen]
+    names = output_names(records)
+    if names:
+        out["outputs"] = {}
+        for name in names:
+            m = _metrics(output_records(records, name), ids, n_boot, seed)
+            out["outputs"][name] = {k: m[k] for k in ("miou", "fbiou", "miou_ci", "fbiou_ci")}
+    scalars = sorted({k for r in records for k in r.extras if "." not in k})
+    if scalars:
+        out["scalars"] = {k: float(np.nanmean([r.extras.get(k, math.nan) for r in records])) for k in scalars}
+    return out
+
+
+def _record(protocol: Protocol, pred: Prediction, i: int, ep: Episode, declared: frozenset[str]) -> EpisodeRecord:
+    rec = protocol.score(pred.scores[i], ep)
+    extras: dict[str, float] = {}
+    for name, t in pred.masks.items():
+        if name not in declared:
+            raise ValueError(f"method returned mask output '{name}' that it does not declare in mask_outputs")
+        o = protocol.score(t[i], ep)
+        extras.update({f"{name}.{f}": float(getattr(o, f)) for f in COUNT_FIELDS})
+    for name, t in pred.scalars.items():
+        if "." in name:
+            raise ValueError(f"scalar output name '{name}' must not contain '.'")
+        extras[name] = float(t[i])
+    return rec.with_extras(**extras) if extras else rec
+
+
+def _artefact(pred: Prediction, i: int, ep: Episode) -> dict[str, np.ndarray]:
+    """What a figure of this episode needs: inputs, truth, prediction and the method's arrays."""
+    arrays = {
+        "query_image": ep.query_image.numpy(),
+        "query_mask": ep.query_mask.numpy().astype(np.uint8),
+        "prediction": pred.scores[i].argmax(0).numpy().astype(np.uint8),
+        "support_images": ep.support_images.numpy(),
+    }
+    if ep.support_fg is not None:
+        arrays["support_fg"] = ep.support_fg.numpy()
+    for name, t in {**pred.masks, **pred.artefacts}.items():
+        arrays[f"out.{name}"] = t[i].numpy()
+    return arrays
 
 
 @torch.no_grad()
@@ -48,28 +143,43 @@ def evaluate(
     *,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
+    sampling_seed: int = 0,
+    class_ids: Iterable[int] | None = None,
+    artefacts: int = 0,
+    n_boot: int = 1000,
     on_progress: Callable[[int], None] | None = None,
 ) -> EvalOutput:
-    """Score ``method`` on the frozen ``specs``; ``on_progress(n)`` is called after each batch."""
-    import time
+    """Score ``method`` on the frozen ``specs``; ``on_progress(n)`` is called after each batch.
 
+    ``artefacts``: keep the arrays of the first that many episodes (in ``specs`` order).
+    """
     start = time.perf_counter()
     device = torch.device(device)
     method.eval()
     bs = batch_size if method.capabilities.batchable else 1
     records: list[EpisodeRecord] = []
+    kept: dict[int, dict[str, np.ndarray]] = {}
+    declared = frozenset(method.mask_outputs)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     for group in batched(iter_episodes(dataset, specs, fold, kind, protocol), bs):
-        batch = collate(group).to(device)
+        batch = collate(group, sampling_seed=sampling_seed).to(device)
         with autocast:
-            scores = method.predict(batch)
-        scores = scores.float().cpu()
+            pred = as_prediction(method.predict(batch))
+        pred = Prediction(
+            scores=pred.scores.float().cpu(),
+            masks={k: v.float().cpu() for k, v in pred.masks.items()},
+            scalars={k: v.float().cpu() for k, v in pred.scalars.items()},
+            artefacts={k: v.float().cpu() for k, v in pred.artefacts.items()},
+        )
         for i, ep in enumerate(group):
-            records.append(protocol.score(scores[i], ep))
+            records.append(_record(protocol, pred, i, ep, declared))
+            if len(kept) < artefacts:
+                kept[ep.spec.episode_id] = _artefact(pred, i, ep)
         if on_progress is not None:
             on_progress(len(group))
-        del batch, scores, group
-    return EvalOutput(records=records, metrics=summarize(records), seconds=time.perf_counter() - start)
+        del batch, pred, group
+    metrics = summarize(records, class_ids=class_ids, n_boot=n_boot)
+    return EvalOutput(records=records, metrics=metrics, seconds=time.perf_counter() - start, artefacts=kept)
 
 
 class _null:

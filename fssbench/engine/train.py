@@ -5,12 +5,19 @@
   continues exactly where the killed one stopped (RNG states are checkpointed).
 * Model selection uses frozen episodes of the *base-class validation split* (``baseval``), never
   the test fold.
-* ``last.pt`` (full state, for resume) and ``best.pt`` (method state only) are written atomically
-  after every epoch; ``log.csv`` gets one row per epoch (and TensorBoard, when installed).
+* ``last.pt`` (full state, for resume) and ``best.pt`` (the decoder file: method name, training
+  options and state, see :mod:`fssbench.engine.checkpoint`) are written atomically after every
+  epoch; ``log.csv`` gets one row per epoch (and TensorBoard, when installed). Resuming reads
+  ``last.pt`` through the same checks as a decoder file.
+* A NaN validation mIoU (no scorable episode) never becomes the best epoch; when every epoch's is
+  NaN, no selection happens: ``best.pt`` is the last epoch's with ``selection: "last-epoch"`` and
+  the summary says ``best_epoch = -1``, ``best_val_miou = nan``, ``selected = False``.
 * CUDA runs use autocast (bf16); CPU runs use fp32.
 * Multi-process data parallel through ``torch.distributed`` when launched by ``torchrun``
-  (``WORLD_SIZE > 1``): each rank takes a strided shard of every batch, gradients are averaged by
-  DDP, rank 0 validates and writes files. Tested with two CPU processes on gloo.
+  (``WORLD_SIZE > 1``): each rank takes a strided shard of every batch, its loss weighted by the
+  shard's share of the batch, gradients are averaged by DDP (so a step equals the single-process
+  step on the whole batch when the method's loss is a mean over episodes), rank 0 validates and
+  writes files. Tested against a single process with two CPU processes on gloo.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import csv
 import io
 import math
 import os
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from fssbench.datasets.base import FSSDataset
+from fssbench.engine.checkpoint import TRAIN_FORMAT, atomic_save, decoder_record, read_checkpoint, save_decoder
 from fssbench.engine.data import CachedDataset, batched, iter_episodes, training_specs
 from fssbench.engine.evaluate import evaluate
 from fssbench.episode import collate
@@ -40,17 +49,19 @@ from fssbench.protocols import Protocol
 
 @dataclass
 class TrainSummary:
+    """``best_epoch`` -1 / ``best_val_miou`` NaN / ``selected`` False: no epoch had a number to select
+    by (every validation mIoU was NaN, or no epoch ran), and ``checkpoint`` holds the last epoch."""
+
     epochs: int
     best_epoch: int
     best_val_miou: float
     seconds: float
     checkpoint: str
     resumed_from: int
+    selected: bool = True
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -79,15 +90,16 @@ def build_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> 
     return torch.optim.lr_scheduler.LambdaLR(opt, fn)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
+    """Every global RNG a method may draw from while training, as plain values (``weights_only``
+    loading refuses numpy arrays): torch (CPU, CUDA), numpy and Python's ``random``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), py_gauss],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -95,8 +107,28 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def shard_of(group: list[Any], rank: int, world: int) -> tuple[list[Any], float]:
+    """This rank's episodes of ``group`` and the weight of its mean loss.
+
+    DDP averages gradients over ranks, so with weight ``n_rank * world / n_group`` the average is
+    ``sum_r n_r * mean_r / n_group``: the mean over the whole group, even when shards differ in
+    size (the last, short batch). A rank left without an episode still has to run forward and
+    backward (DDP's all-reduce waits for every rank): it runs the group's first episode at weight 0.
+    """
+    shard = group[rank::world]
+    if not shard:
+        return group[:1], 0.0
+    return shard, len(shard) * world / len(group)
 
 
 def distributed_context() -> tuple[int, int]:
@@ -134,7 +166,7 @@ def train(
     device = torch.device(device)
     rank, world = distributed_context()
     is_main = rank == 0
-    data = CachedDataset(dataset)
+    data = dataset if isinstance(dataset, CachedDataset) else CachedDataset(dataset)
     seed_everything(seed)
     method.to(device)
     params = [p for p in method.parameters() if p.requires_grad]
@@ -148,21 +180,14 @@ def train(
     opt = build_optimizer(params, cfg)
     steps_per_epoch = math.ceil(cfg.episodes_per_epoch / cfg.batch_size)
     sched = build_schedule(opt, cfg, steps_per_epoch * cfg.epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
 
     val_specs = sample_episodes(data, fold, shot, val_episodes, seed, split="baseval").episodes
-    start_epoch, best_epoch, best_miou, resumed_from = 0, -1, -1.0, 0
+    start_epoch, best_epoch, best_miou, resumed_from = 0, -1, math.nan, 0
     history: list[dict[str, Any]] = []
     last = out_dir / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        method.load_trainable_state(state["method"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        _set_rng_state(state["rng"])
-        start_epoch, best_epoch, best_miou = state["epoch"] + 1, state["best_epoch"], state["best_miou"]
-        history = list(state.get("history", []))
+        start_epoch, best_epoch, best_miou, history = _resume(last, method, opt, sched, cfg)
         resumed_from = start_epoch
         if on_step is not None:  # progress displays start where the checkpoint left off
             on_step(start_epoch * cfg.episodes_per_epoch)
@@ -174,34 +199,40 @@ def train(
         specs = training_specs(data, fold, shot, cfg.episodes_per_epoch, seed, epoch)
         losses: list[float] = []
         for group in batched(iter_episodes(data, specs, fold, kind, protocol), cfg.batch_size):
-            shard = group[rank::world] or group[:1]
+            shard, weight = shard_of(group, rank, world)
             batch = collate(shard).to(device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss, _logs = model(batch)
+            loss = loss * weight if world > 1 else loss
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            loss.backward()
+            opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
+            step_loss = loss.detach().float()
+            if world > 1:  # the group's mean loss, as a single process would log it
+                dist.all_reduce(step_loss)
+                step_loss /= world
+            losses.append(float(step_loss))
             if on_step is not None:
                 on_step(len(group))
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]}
         if is_main:
             val = evaluate(method, data, val_specs, fold, kind, protocol, batch_size=cfg.batch_size, device=device)
-            row |= {"val_miou": val.metrics["miou"], "val_fbiou": val.metrics["fbiou"]}
-            if val.metrics["miou"] > best_miou:
-                best_miou, best_epoch = val.metrics["miou"], epoch
-                _atomic_save(method.trainable_state(), out_dir / "best.pt")
+            miou = float(val.metrics["miou"])
+            row |= {"val_miou": miou, "val_fbiou": val.metrics["fbiou"]}
+            if not math.isnan(miou) and (best_epoch < 0 or miou > best_miou):
+                best_miou, best_epoch = miou, epoch
+                save_decoder(method, out_dir / "best.pt", epoch=epoch, val_miou=miou, selection="best-val")
             row["seconds"] = time.perf_counter() - ep_start
             history.append(row)
             if writer is not None:
                 for k, v in row.items():
                     if k != "epoch":
                         writer.add_scalar(k, v, epoch)
-            _atomic_save(
+            atomic_save(
                 {
-                    "method": method.trainable_state(),
+                    "format": TRAIN_FORMAT,
+                    **decoder_record(method),
                     "optimizer": opt.state_dict(),
                     "schedule": sched.state_dict(),
                     "rng": _rng_state(),
@@ -220,16 +251,50 @@ def train(
             on_epoch(row)
     if writer is not None:
         writer.close()
-    if cfg.epochs == 0 or best_epoch < 0:
-        _atomic_save(method.trainable_state(), out_dir / "best.pt")
+    if world > 1:  # only rank 0 validates: every rank reports (and decides on) its selection
+        shared = [best_epoch, best_miou]
+        dist.broadcast_object_list(shared, src=0)
+        best_epoch, best_miou = int(shared[0]), float(shared[1])
+    selected = best_epoch >= 0
+    if not selected and is_main:  # nothing to select by: the decoder is the last epoch's
+        save_decoder(method, out_dir / "best.pt", epoch=cfg.epochs - 1, val_miou=math.nan, selection="last-epoch")
+    if world > 1:
+        dist.barrier()
     return TrainSummary(
         epochs=cfg.epochs,
         best_epoch=best_epoch,
-        best_val_miou=best_miou,
+        best_val_miou=best_miou if selected else math.nan,
         seconds=time.perf_counter() - t0,
         checkpoint=str(out_dir / "best.pt"),
         resumed_from=resumed_from,
+        selected=selected,
     )
+
+
+def _resume(
+    last: Path, method: Method, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig
+) -> tuple[int, int, float, list[dict[str, Any]]]:
+    """Restore method, optimiser, schedule and RNG states from ``last``; returns (next epoch, best
+    epoch, best mIoU, history). A broken or foreign file, or one written under other training
+    settings (only ``epochs`` may grow or shrink: that continues or cuts the same schedule of
+    episodes), is a one-line error whose fix is to delete it (training then restarts from scratch)."""
+    fix = "delete it to restart training from scratch"
+    state = read_checkpoint(last, method, what="training checkpoint", fmt=TRAIN_FORMAT, fix=fix)
+    saved, ours = dict(state.get("config") or {}), asdict(cfg)
+    diff = [k for k in ours if k != "epochs" and saved.get(k) != ours[k]]
+    if diff:
+        shown = ", ".join(f"{k}={saved.get(k)!r} (now {ours[k]!r})" for k in diff[:3])
+        raise UserError(f"training checkpoint file {last} was written with other training settings: {shown}; {fix}")
+    try:
+        method.load_trainable_state(state["state"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        _set_rng_state(state["rng"])
+        out = int(state["epoch"]) + 1, int(state["best_epoch"]), float(state["best_miou"]), list(state["history"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "incomplete"
+        raise UserError(f"training checkpoint file {last} does not fit this training ({type(exc).__name__}: {why}); {fix}") from None
+    return out
 
 
 class _LossModule(torch.nn.Module):

@@ -358,21 +358,49 @@ def background(rng: np.random.Generator, H: int, W: int) -> np.ndarray:
     return img.astype(np.float32)
 
 
-def draw_clutter(rng: np.random.Generator, canvas: Canvas, n: int, *, protect: bool = True) -> None:
-    """Thin strokes and small blobs (never labelled), some in fold-class colours."""
+def _clutter_spec(rng: np.random.Generator, H: int, W: int) -> ObjectSpec:
+    """One clutter item: a thin stroke or a small blob, any colour."""
+    colour = _COLOUR_NAMES[rng.integers(len(_COLOUR_NAMES))]
+    texture = "solid" if rng.uniform() < 0.7 else ("stripes", "dots", "checker")[rng.integers(3)]
+    if rng.uniform() < 0.5:  # stroke: a thin rotated rectangle
+        length = rng.uniform(0.1, 0.35) * min(H, W)
+        width = rng.uniform(1.2, 3.0)
+        spec = sample_object(rng, ("square", colour, "solid"), H, W, (0.05, 0.05))
+        spec.r = float(np.sqrt(width * length) / 1.6)
+        spec.aspect = float(width / length)
+    else:
+        shape = ("circle", "square", "triangle", "diamond")[rng.integers(4)]
+        spec = sample_object(rng, (shape, colour, texture), H, W, (0.025, 0.06))
+    return spec
+
+
+MAX_CLUTTER_REDRAWS = 64
+
+
+def draw_clutter(
+    rng: np.random.Generator,
+    canvas: Canvas,
+    n: int,
+    *,
+    protect: bool = True,
+    exclude: frozenset[tuple[str, str, str]] = frozenset(),
+) -> None:
+    """Thin strokes and small blobs (never labelled), some in fold-class colours.
+
+    An item whose (shape, colour, texture) is in ``exclude`` is redrawn, so pretraining images
+    (``exclude=FOLD_KEYS``) never show a fold class, not even as a small blob. With the default
+    empty ``exclude`` the random stream is consumed exactly as without the option, which keeps
+    the FSS world's bytes unchanged.
+    """
     H, W = canvas.H, canvas.W
     for _ in range(n):
-        colour = _COLOUR_NAMES[rng.integers(len(_COLOUR_NAMES))]
-        texture = "solid" if rng.uniform() < 0.7 else ("stripes", "dots", "checker")[rng.integers(3)]
-        if rng.uniform() < 0.5:  # stroke: a thin rotated rectangle
-            length = rng.uniform(0.1, 0.35) * min(H, W)
-            width = rng.uniform(1.2, 3.0)
-            spec = sample_object(rng, ("square", colour, "solid"), H, W, (0.05, 0.05))
-            spec.r = float(np.sqrt(width * length) / 1.6)
-            spec.aspect = float(width / length)
-        else:
-            shape = ("circle", "square", "triangle", "diamond")[rng.integers(4)]
-            spec = sample_object(rng, (shape, colour, texture), H, W, (0.025, 0.06))
+        spec = _clutter_spec(rng, H, W)
+        redraws = 0
+        while (spec.shape, spec.colour, spec.texture) in exclude:
+            redraws += 1
+            if redraws > MAX_CLUTTER_REDRAWS:  # pragma: no cover - needs exclude to cover ~all clutter
+                raise ValueError("draw_clutter: exclude leaves (almost) no clutter to draw")
+            spec = _clutter_spec(rng, H, W)
         canvas.try_draw(spec, 0, protect=protect)
 
 
@@ -470,15 +498,20 @@ def render_fss_image(seed: int, split: str, index: int) -> SynthImage:
 _NON_PRETRAIN_DISTRACTORS = FOLD_KEYS | PRETRAIN_KEYS
 
 
-def render_pretrain_image(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.ndarray]:
-    """One pretraining image: ``(image [size,size,3] uint8, label, mask [size,size] uint8 {0,1})``."""
+def render_pretrain_scene(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, Canvas]:
+    """Pretraining image ``index`` of ``seed``: ``(image uint8, label, canvas)``.
+
+    The canvas keeps every drawn object (``canvas.objects``: main object, distractors, clutter,
+    occluder), so tests can check that none of them is a fold class: the zoo is pretrained
+    without ever seeing a novel (or base) class of the FSS world.
+    """
     rng = np.random.default_rng([int(seed), PRETRAIN_STREAM, int(index)])
     classes = pretrain_classes()
     label = int(rng.integers(len(classes)))
     cdef: ClassDef = classes[label]
     S = int(size)
     canvas = Canvas(background(rng, S, S))
-    draw_clutter(rng, canvas, int(rng.integers(1, 4)), protect=False)
+    draw_clutter(rng, canvas, int(rng.integers(1, 4)), protect=False, exclude=FOLD_KEYS)
     for _ in range(int(rng.integers(1, 4))):  # distractors behind the main object
         key = sample_distractor(rng, like=cdef.key if rng.uniform() < 0.4 else None, exclude=_NON_PRETRAIN_DISTRACTORS)
         canvas.try_draw(sample_object(rng, key, S, S, (0.1, 0.2)), 0, protect=False)
@@ -490,7 +523,12 @@ def render_pretrain_image(seed: int, index: int, size: int = 64) -> tuple[np.nda
     if rng.uniform() < 0.5:  # a small occluder in front
         key = sample_distractor(rng, exclude=_NON_PRETRAIN_DISTRACTORS)
         canvas.try_draw(sample_object(rng, key, S, S, (0.08, 0.14)), 0, min_visible=0.75)
-    img = camera(rng, canvas.img)
+    return camera(rng, canvas.img), label, canvas
+
+
+def render_pretrain_image(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.ndarray]:
+    """One pretraining image: ``(image [size,size,3] uint8, label, mask [size,size] uint8 {0,1})``."""
+    img, label, canvas = render_pretrain_scene(seed, index, size)
     return img, label, (canvas.class_map() > 0).astype(np.uint8)
 
 

@@ -55,7 +55,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "small": Preset("small", n_trn=160, n_val=60),
+    # small: 100 val images so that every fold's baseval (val images without a novel class) keeps
+    # >= 3 images of every base class (2-shot model selection); 60 left fold 0 with one of class 10
+    "small": Preset("small", n_trn=160, n_val=100),
     "default": Preset("default", n_trn=2000, n_val=500),
 }
 

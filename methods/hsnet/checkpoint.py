@@ -58,14 +58,10 @@ class AuthorsCheckpoint:
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """``torch.load`` a checkpoint on the CPU with ``weights_only=True``; a ``{"state_dict": ...}``
     wrapper is unwrapped."""
+    from fssbench.backbones.weights import read_torch_file
+
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MissingFileError(f"HSNet checkpoint not found: {path}")
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is the user's file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot read HSNet checkpoint {path}: {first}") from err
+    obj: Any = read_torch_file(path, what="HSNet checkpoint", fix="pass the authors' released .pt file")
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -25,6 +25,18 @@ conv layer as ``max_pool2d(relu(conv5_3), 2, 2)`` (layer name ``"maxpool:<conv5_
 
 Submodule names follow the authors' (``hpn_learner.encoder_layer4.0.conv1.weight`` ...), so their
 released checkpoints load directly (``methods.hsnet.checkpoint``).
+
+Stitching (a learner trained on backbone A evaluated on backbone B). The learner's parameters depend
+on the number of correlation layers per pyramid level, never on channels (correlations are cosines).
+So a learner pairs with any CNN backbone whose last three stages give three resolutions:
+
+* same blocks per stage (zoo-rn-s <-> zoo-clip-rn, IN1K-RN50 <-> CLIP-RN50): block i -> block i;
+* other depths (RN50 <-> RN101, zoo-rn-s <-> zoo-rn-m): **relative-depth rule**: the i-th of the n
+  trained blocks of a level takes the evaluation stage's block at the same relative depth,
+  ``floor((i + 1/2) * m / n)`` of its m blocks (blocks repeat when the evaluation stage is shallower);
+* incompatible (an explicit cell, no numbers): a ViT (its stages share one stride, so there is no
+  pyramid to correlate), VGG paired with a ResNet (pool5 has no ResNet counterpart), or explicit
+  ``layers`` (names of one backbone).
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from torch import nn
 from fssbench.backbones.base import Backbone
 from fssbench.episode import EpisodeBatch
 from fssbench.errors import UserError
+from fssbench.masking import hybrid_masked_features, mask_features
 from fssbench.methods import Capabilities, Method, TrainConfig, register_method
 from methods.hsnet.checkpoint import AuthorsCheckpoint, load_checkpoint, load_learner_state, split_state_dict
 from methods.hsnet.conv4d import CenterPivotConv4d
@@ -242,7 +255,7 @@ class HSNet(Method):
 
     name = "hsnet"
     capabilities = Capabilities(
-        kinds=frozenset({"mask", "bbox", "scribble"}), trains=True, stitchable=False, batchable=True
+        kinds=frozenset({"mask", "bbox", "scribble"}), trains=True, stitchable=True, batchable=True
     )
     default_config: dict[str, Any] = {"layers": "auto", "hybrid_masking": False, "fg_weight": 1.0}
     # The authors: Adam, lr 1e-3 constant, no weight decay; batch 20 (PASCAL-5i, FSS-1000) or 40
@@ -265,6 +278,43 @@ class HSNet(Method):
         self.backbone_layers = list(dict.fromkeys(base_layer(n) for n in self.feature_names))
         self.hpn_learner = HPNLearner([len(g) for g in reversed(self.layer_groups)])
 
+    # --- stitching ------------------------------------------------------------------------------
+    @classmethod
+    def stitch_incompatible(cls, options: Any, train: Any, eval_: Any) -> str | None:
+        """See the module doc: the pairs no rule maps (ViT, VGG <-> ResNet, explicit layers)."""
+        if options.get("layers", "auto") != "auto":
+            return "hsnet with explicit layers names one backbone's layers; no rule maps them onto another"
+        kinds = []
+        for b in (train, eval_):
+            specs = list(b.layer_specs() if hasattr(b, "layer_specs") else b.layers)
+            strides = [max(s.stride for s in specs if s.stage == st) for st in sorted({s.stage for s in specs})]
+            if getattr(b, "arch", "") == "vit" or len(strides) < 3 or len(set(strides[-3:])) < 3:
+                return (
+                    f"HSNet's learner correlates three resolutions; {b.name} ({getattr(b, 'arch', '?')}) has its last stages "
+                    f"at strides {strides[-3:]}, so no rule maps the learner onto it"
+                )
+            kinds.append("vgg" in (b.name or "").lower())
+        if kinds[0] != kinds[1]:
+            return f"HSNet's VGG levels (conv4, conv5, pool5) have no counterpart in {eval_.name if kinds[0] else train.name}"
+        return None
+
+    def set_backbone(self, backbone: Backbone) -> None:
+        """Stitch: map each level's trained blocks onto the new backbone by the relative-depth rule."""
+        super().set_backbone(backbone)
+        if _looks_like_vgg16(backbone, _stages(backbone)):  # VGG <-> VGG: the same named levels
+            self.layer_groups = select_layer_groups(backbone, "auto")
+            self.feature_names = [n for g in self.layer_groups for n in g]
+            self.backbone_layers = list(dict.fromkeys(base_layer(n) for n in self.feature_names))
+            return
+        stages = list(_stages(backbone).values())[-3:]
+        groups = []
+        for trained, blocks in zip(self.layer_groups, stages):
+            n, m = len(trained), len(blocks)
+            groups.append([blocks[min(m - 1, (2 * i + 1) * m // (2 * n))] for i in range(n)])
+        self.layer_groups = groups
+        self.feature_names = [n for g in groups for n in g]
+        self.backbone_layers = list(dict.fromkeys(base_layer(n) for n in self.feature_names))
+
     # --- features ------------------------------------------------------------------------------
     @torch.no_grad()
     def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -275,22 +325,11 @@ class HSNet(Method):
                 feats[name] = F.max_pool2d(F.relu(feats[base_layer(name)]), kernel_size=2, stride=2)
         return {n: feats[n] for n in self.feature_names}
 
-    @staticmethod
-    def mask_features(feats: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each feature times the mask ``[N, H, W]`` resized bilinearly (``align_corners=True``) to it."""
-        out = {}
-        for name, feat in feats.items():
-            m = F.interpolate(masks.unsqueeze(1).to(feat.dtype), feat.shape[-2:], mode="bilinear", align_corners=True)
-            out[name] = feat * m
-        return out
-
     @torch.no_grad()
     def support_features(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Masked (or, with ``hybrid_masking``, hybrid-masked) support features."""
-        masked = self.mask_features(self.extract_features(images), masks)
+        masked = mask_features(self.extract_features(images), masks)
         if self.options["hybrid_masking"]:
-            from methods.hm.masking import hybrid_masked_features  # late: methods.hm imports this module
-
             masked = hybrid_masked_features(
                 self.backbone, images, masks, self.feature_names, masked, extract=self.extract_features
             )
@@ -375,3 +414,7 @@ class HSNet(Method):
     def load_authors_checkpoint(self, path: str) -> AuthorsCheckpoint:
         """Load a released HSNet(-HM) checkpoint's learner; its backbone weights are returned, not loaded."""
         return load_checkpoint(self, path)
+
+    def load_released(self, path: str) -> None:
+        """A suite's ``checkpoint:`` entry: the authors' ``.pt`` (learner keys and shapes checked)."""
+        self.load_authors_checkpoint(path)

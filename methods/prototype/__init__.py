@@ -15,13 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from fssbench.episode import EpisodeBatch
+from fssbench.masking import hybrid_masked_features, masked_average, resize_mask
 from fssbench.methods import Capabilities, Method, TrainConfig, register_method
-
-
-def masked_average(feat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``feat [N, C, h, w]``, ``mask [N, H, W]`` -> prototypes ``[N, C]`` (mask resized bilinearly)."""
-    m = F.interpolate(mask[:, None].float(), size=feat.shape[-2:], mode="bilinear", align_corners=True)
-    return (feat * m).sum(dim=(2, 3)) / m.sum(dim=(2, 3)).clamp_min(1e-5)
 
 
 @register_method
@@ -52,9 +47,7 @@ class Prototype(Method):
         fg = batch.support_fg.flatten(0, 1)
         bg = batch.support_bg.flatten(0, 1)
         if self.options["hybrid_masking"]:
-            from methods.hm.masking import hybrid_masked_features
-
-            masked = {n: s_feats[n] * F.interpolate(fg[:, None], s_feats[n].shape[-2:], mode="bilinear", align_corners=True) for n in names}
+            masked = {n: s_feats[n] * resize_mask(fg, s_feats[n].shape[-2:]) for n in names}
             s_feats_fg = hybrid_masked_features(self.backbone, s_imgs, fg, names, masked)
         else:
             s_feats_fg = s_feats

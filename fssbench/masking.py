@@ -1,15 +1,21 @@
-"""Hybrid masking of support features (HM, Moon et al., ECCV 2022).
+"""Support masking shared by every method: masked average pooling, feature masking, hybrid masking.
 
-Methods that mask support features by the (resized) support mask lose the object's fine detail
-where the masked feature vanishes. HM extracts the support features a second time, from the support
-image multiplied by its mask ("input masking"), and keeps, element-wise, the feature-masked value
-where it is positive and the input-masked value elsewhere:
+They live in the harness so that methods never import each other: the prototype baseline, HSNet,
+HSNet-HM and DiffUp's BAFT all mask support features the same way, from one place.
 
-    hybrid = where(feature_masked > 0, feature_masked, input_masked)
+* ``masked_average``: masked average pooling (MAP) of features by a mask resized to them;
+* ``mask_features``: features multiplied by the resized mask (HSNet's support masking);
+* hybrid masking (HM, Moon et al., ECCV 2022): methods that mask support features by the (resized)
+  support mask lose the object's fine detail where the masked feature vanishes. HM extracts the
+  support features a second time, from the support image multiplied by its mask ("input masking"),
+  and keeps, element-wise, the feature-masked value where it is positive and the input-masked value
+  elsewhere::
 
-The authors multiply the *normalised* image by the mask, so masked-out pixels become 0 after
-normalisation, i.e. the backbone's mean colour in RGB. ``input_masked_images`` reproduces that in the
-[0, 1] image space our backbones take (``fill="mean"``); ``fill="zero"`` gives black instead.
+      hybrid = where(feature_masked > 0, feature_masked, input_masked)
+
+  The authors multiply the *normalised* image by the mask, so masked-out pixels become 0 after
+  normalisation, i.e. the backbone's mean colour in RGB. ``input_masked_images`` reproduces that in
+  the [0, 1] image space our backbones take (``fill="mean"``); ``fill="zero"`` gives black instead.
 """
 
 from __future__ import annotations
@@ -17,10 +23,27 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from fssbench.backbones.base import Backbone
 
 FILLS = ("mean", "zero")
+
+
+def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``[N, H, W]`` -> ``[N, 1, h, w]`` resized bilinearly with ``align_corners=True`` (HSNet's rule)."""
+    return F.interpolate(mask.unsqueeze(1).float(), size=tuple(size), mode="bilinear", align_corners=True)
+
+
+def masked_average(feat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``feat [N, C, h, w]``, ``mask [N, H, W]`` -> prototypes ``[N, C]`` (mask resized bilinearly)."""
+    m = resize_mask(mask, feat.shape[-2:]).to(feat.dtype)
+    return (feat * m).sum(dim=(2, 3)) / m.sum(dim=(2, 3)).clamp_min(1e-5)
+
+
+def mask_features(feats: Mapping[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each feature times the mask ``[N, H, W]`` resized bilinearly (``align_corners=True``) to it."""
+    return {name: feat * resize_mask(masks, feat.shape[-2:]).to(feat.dtype) for name, feat in feats.items()}
 
 
 def input_masked_images(backbone: Backbone, images: torch.Tensor, masks: torch.Tensor, fill: str = "mean") -> torch.Tensor:
