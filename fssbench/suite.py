@@ -219,8 +219,14 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def load_suite(path: str | Path, profile: str | None = None, *, check_data: bool = True) -> Suite:
-    """Parse, merge the profile, and validate a suite; raises ``SuiteError`` listing every problem."""
+def load_suite(
+    path: str | Path, profile: str | None = None, *, check_data: bool = True, weights_dir: str | Path | None = None
+) -> Suite:
+    """Parse, merge the profile, and validate a suite; raises ``SuiteError`` listing every problem.
+
+    With ``check_data`` the data root and every backbone's weights file (looked up in
+    ``weights_dir``, ``$FSSBENCH_WEIGHTS`` and the library caches) must be there: a paper profile
+    without them fails here, before any work, naming each missing file and where it goes."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"suite file '{path}' is a folder, not a file; pass a YAML file such as suites/smoke.yaml")
@@ -328,7 +334,7 @@ def load_suite(path: str | Path, profile: str | None = None, *, check_data: bool
         train=train,
     )
     if not problems:
-        _check_registries(suite, problems, check_data=check_data)
+        _check_registries(suite, problems, check_data=check_data, weights_dir=weights_dir)
     if problems:
         raise SuiteError(str(path), problems)
     return suite
@@ -469,7 +475,7 @@ def _parse_backbones(value: Any, problems: list[str]) -> list[BackbonePair]:
     return out
 
 
-def _check_registries(suite: Suite, problems: list[str], *, check_data: bool) -> None:
+def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, weights_dir: str | Path | None = None) -> None:
     from fssbench.backbones import backbone_names
     from fssbench.datasets import dataset_names, get_dataset
     from fssbench.datasets.base import _ALIASES
@@ -513,6 +519,15 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool) ->
                 problems.append(f"unknown backbone '{base}' (see `fssbench backbones`)")
             elif variant not in BACKBONE_VARIANTS:
                 problems.append(f"unknown backbone variant '{name}'; the only variant is '{base}:random' (random init)")
+    if check_data:
+        from fssbench.backbones import weights_status
+
+        needed = sorted({split_backbone(n)[0] for bb in suite.backbones for n in (bb.train, bb.eval)
+                         if split_backbone(n)[1] != "random" and split_backbone(n)[0] in known_bb})
+        for base in needed:
+            status = weights_status(base, weights_dir)
+            if status is not None and not status.ok:
+                problems.append(str(status.error()))
     for m in suite.methods:
         if m.name not in known_methods:
             continue

@@ -13,3 +13,16 @@ import torch  # noqa: E402
 
 matplotlib.use("Agg")
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and immune to a busy machine (2 threads on 2
+    shared cores can spin-wait for seconds per op). Modules opt in with ``pytestmark``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -599,13 +599,6 @@ def test_pickle_bearing_released_checkpoint_never_advises_unsafe_loading(capsys,
     assert "weights_only" not in line and "trusted source" not in line and "\x1b" not in line
 
 
-@pytest.mark.xfail(
-    reason="lead (zoo owner): fssbench/backbones/zoo/store.py load_state prints torch's first line ('Weights only "
-    "load failed ... \\x1b[1mdo those steps only if you trust the source'), which points at unsafe loading; use "
-    "fssbench.backbones.weights.read_torch_file(path, what='zoo checkpoint', fix='rebuild it with `fssbench zoo "
-    "build --only NAME`')",
-    strict=True,
-)
 def test_pickle_bearing_zoo_checkpoint_never_advises_unsafe_loading(capsys, work, world):
     """A zoo backbone file in --weights-dir that carries pickled objects (a tampered copy)."""
     from fssbench.backbones.zoo import checkpoint_file

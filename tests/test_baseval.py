@@ -59,12 +59,9 @@ def synth_val_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fssbench.synth import world
 
     out = tmp_path_factory.mktemp("synth_val")
-    n_val = world.PRESETS["small"].n_val
-    world.PRESETS["val-only"] = world.Preset("val-only", n_trn=0, n_val=n_val)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(world.PRESETS, "val-only", world.Preset("val-only", n_trn=0, n_val=world.PRESETS["small"].n_val))
         world.generate(out, seed=0, size="val-only", show_progress=False, workers=1)
-    finally:
-        del world.PRESETS["val-only"]
     return out
 
 

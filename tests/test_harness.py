@@ -382,3 +382,16 @@ def test_incompatible_cells_are_hatched_in_the_heatmap(tmp_path):
     assert any(x.get_text() == "incompatible" for x in hsnet_ax.texts)
     proto_ax = next(ax for ax in fig.axes if ax.get_title().startswith("prototype"))
     assert not any(x.get_text() == "incompatible" for x in proto_ax.texts)
+
+
+def test_missing_backbone_weights_fail_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.delenv("FSSBENCH_WEIGHTS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no library caches either
+    f = suite_file(tmp_path, "[prototype]")
+    f.write_text(f.read_text().replace("backbones: [toy-s]", "backbones: [{train: in1k-rn50, eval: [in1k-rn50, clip-rn50]}]"))
+    with pytest.raises(SuiteError) as err:
+        load_suite(f)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2 and any("resnet50-0676ba61.pth" in x for x in lines) and any("RN50.pt" in x for x in lines)
+    assert all("--weights-dir" in x for x in lines)
+    load_suite(f, check_data=False)  # --dry-run needs no weights

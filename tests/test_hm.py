@@ -11,7 +11,9 @@ from fssbench.methods import create_method, get_method_class
 from fssbench.masking import hybrid_combine, hybrid_masked_features, input_masked_images, mask_features
 from methods.hsnet import HM
 from methods.hsnet.model import HSNet
-from tests.test_hsnet import RN50, ToyResNet, ToyVGG, _one_thread, make_batch  # noqa: F401 (fixture)
+from tests.test_hsnet import RN50, ToyResNet, ToyVGG, make_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LAYERS = ["layer2.1", "layer3.0", "layer4.2"]
 

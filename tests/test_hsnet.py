@@ -143,14 +143,7 @@ def make_batch(bsz: int = 2, shot: int = 1, h: int = 64, w: int = 64, seed: int 
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one intra-op thread is fastest, and immune to a busy machine
-    (2 threads on 2 shared cores can spin-wait for seconds per op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

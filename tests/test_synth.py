@@ -166,7 +166,9 @@ def test_clutter_exclusion_leaves_the_fss_world_unchanged() -> None:
 def test_draw_clutter_redraws_excluded_items() -> None:
     from fssbench.synth.render import Canvas, draw_clutter
 
-    keys = lambda c: {k for k, _, _ in c.objects}  # noqa: E731
+    def keys(c: Canvas) -> set[tuple[str, str, str]]:
+        return {k for k, _, _ in c.objects}
+
     free = Canvas(np.zeros((64, 64, 3), np.float32))
     draw_clutter(np.random.default_rng(5), free, 400, protect=False)
     common = max(keys(free), key=lambda k: sum(o[0] == k for o in free.objects))

@@ -33,7 +33,7 @@ def run(
     if device is not None:  # a bad --device is one line before any work, dry run or not
         resolve_device(device, check_available=not dry_run)
 
-    suite = load_suite(suite_file, profile, check_data=not dry_run)
+    suite = load_suite(suite_file, profile, check_data=not dry_run, weights_dir=weights_dir)
     expanded = suite.expand()
     runs = filter_runs(expanded, only)
     runner = SuiteRunner(suite, results_dir, device=device if not dry_run else "cpu", weights_dir=weights_dir)

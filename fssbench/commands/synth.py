@@ -18,7 +18,7 @@ def synth(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write (new, empty, or a previous synth world)."),
     seed: int = typer.Option(0, "--seed", "-s", help="Seed; the same seed gives byte-identical files."),
     size: SizePreset = typer.Option(
-        SizePreset.default, "--size", help="default: 2000 train + 500 val images (under a minute); small: 160 + 60 (tests)."
+        SizePreset.default, "--size", help="default: 2000 train + 500 val images (under a minute); small: 160 + 100 (tests)."
     ),
     force: bool = typer.Option(
         False, "--force", help="Write into a non-empty folder that is not a synth world (replaces its VOC2012/ and splits/)."

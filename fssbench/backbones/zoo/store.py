@@ -163,10 +163,9 @@ def verify(path: Path, name: str) -> dict[str, Any] | None:
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot read zoo checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    from fssbench.backbones.weights import read_torch_file
+
+    sd = read_torch_file(path, what="zoo checkpoint", fix=f"rebuild it with `fssbench zoo build --only {path.stem}`")
     if not isinstance(sd, dict):
         raise UserError(f"zoo checkpoint {path} is not a state dict")
     return sd
