@@ -11,6 +11,10 @@ Stages, in order (``DEFAULT_STAGES``; a new one, e.g. auxiliary supports, is one
 4. ``train_decoders``: each pending decoder once;
 5. ``evaluate_runs``: every pending run, one result file each.
 
+On the CPU, stages 4 and 5 run their tasks in single-threaded forked workers (``fssbench.workers``,
+``--workers``): one torch thread fixes the bits on every machine, and the cores are used by
+running several tasks at once. On CUDA they run in this process, one after the other.
+
 Crash safety: every file is written to a temporary name and renamed into place; a finished run is
 exactly a readable ``results/<suite>/<run_id>.json``; a finished decoder is exactly a
 ``decoders/<decoder_id>/decoder.json`` marker next to its ``best.pt``. A run killed at any point
@@ -120,12 +124,16 @@ class SuiteRunner:
         device: str | None = None,
         weights_dir: str | Path | None = None,
         stages: Sequence[Stage] | None = None,
+        workers: int | None = None,
     ) -> None:
+        from fssbench.workers import default_workers
+
         self.suite = suite
         self.out = Path(results_dir) if results_dir is not None else Path("results") / suite.name
         self.device = resolve_device(device or suite.eval.get("device"))
         self.weights_dir = weights_dir
         self.stages: list[Stage] = list(stages if stages is not None else DEFAULT_STAGES)
+        self.workers = default_workers() if workers is None else max(1, int(workers))
         self._backbones: dict[str, Any] = {}
         self._dataset = None
         self._episodes: dict[tuple, EpisodeList] = {}
@@ -306,19 +314,51 @@ def check_released(ctx: StageContext) -> None:
             ctx.runner.load_decoder_into(method, e.run)
 
 
+def _in_workers(ctx: StageContext, n: int, task: Callable[["StageContext", int], None], done: Callable[[], None]) -> None:
+    """Run ``task(ctx', i)`` for ``i < n``: on the CPU in single-threaded workers
+    (``fssbench.workers``: the numbers do not depend on the core or worker count), on CUDA here."""
+    from fssbench.workers import run_tasks
+
+    def call(i: int, prog: Any, say: Callable[[str], None]) -> None:
+        task(StageContext(ctx.runner, ctx.plan, prog, say, {}), i)
+
+    if ctx.runner.device.type != "cpu":
+        for i in range(n):
+            task(ctx, i)
+            done()
+        return
+    run_tasks(n, call, ctx.runner.workers, ctx.prog, ctx.say, lambda i, _: done())
+
+
 def train_decoders(ctx: StageContext) -> None:
-    for task in ctx.plan.pending_decoders:
-        _train(ctx, task.decoder_id, task.run)
+    """Each pending decoder once (several at a time on the CPU, one thread each), the largest
+    training budget (epochs x episodes) first, so that the longest trainings do not start last."""
+
+    def budget(t: Any) -> int:
+        cfg = t.run.train_config or {}
+        return int(cfg.get("epochs", 0)) * int(cfg.get("episodes_per_epoch", 0))
+
+    tasks = sorted(ctx.plan.pending_decoders, key=lambda t: -budget(t))
+
+    def done() -> None:
         ctx.stats["trained"] += 1
+
+    _in_workers(ctx, len(tasks), lambda c, i: _train(c, tasks[i].decoder_id, tasks[i].run), done)
 
 
 def evaluate_runs(ctx: StageContext) -> None:
+    """Every pending run, one result file each (several at a time on the CPU, one thread each)."""
     pending = ctx.plan.pending_evaluations
     overall = ctx.prog.add_task("runs", total=len(pending))
-    for e in pending:
-        _evaluate(ctx, e.run)
+
+    def done() -> None:
         ctx.stats["evaluated"] += 1
         ctx.prog.advance(overall)
+
+    def task(c: StageContext, i: int) -> None:
+        _evaluate(c, pending[i].run)  # the result file is written by the worker; nothing to send back
+
+    _in_workers(ctx, len(pending), task, done)
 
 
 DEFAULT_STAGES: tuple[Stage, ...] = (prepare_data, build_backbones, check_released, train_decoders, evaluate_runs)
@@ -356,7 +396,7 @@ def _train(ctx: StageContext, decoder_id: str, run: Run) -> None:
         "train_config": asdict(tcfg),
         # strict JSON: a validation that never gave a finite score is null, not NaN
         "summary": {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(summary).items()},
-        "environment": environment(),
+        "environment": environment() | {"device": str(r.device), "torch_threads": torch.get_num_threads()},
     }
     atomic_write_text(out / "decoder.json", json.dumps(meta, indent=1) + "\n")
     best = f"{summary.best_val_miou:.1f} at epoch {summary.best_epoch}" if summary.best_epoch >= 0 else "n/a (no finite validation score)"
@@ -443,6 +483,7 @@ def _evaluate(ctx: StageContext, run: Run) -> RunResult:
         "eval_seconds": out.seconds,
         "device": str(r.device),
         "precision": "bf16-autocast" if r.device.type == "cuda" else "fp32",
+        "torch_threads": torch.get_num_threads(),
         "autocast": "bfloat16" if r.device.type == "cuda" else None,
         "eval_options": {k: cfg["method_options"][k] for k in sorted(cls.eval_options)},
         "backbones": {

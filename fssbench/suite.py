@@ -29,7 +29,7 @@ from fssbench.methods import TrainConfig
 TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "profiles", "default_profile"}
 MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports"}
 DATASET_KEYS = {"name", "root", "split_dir", "generate", "options"}
-METHOD_KEYS = {"name", "options", "train", "label", "checkpoint"}
+METHOD_KEYS = {"name", "options", "train", "label", "checkpoint", "backbones"}
 EVAL_KEYS = {"batch_size", "n_boot", "device", "artefacts"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 SEED_KEYS = ("episodes", "train", "sampling")
@@ -79,6 +79,7 @@ class MethodEntry:
     train: dict[str, Any]
     label: str
     checkpoint: str | None = None  # a released decoder file: evaluated as it is, never trained
+    backbones: tuple["BackbonePair", ...] | None = None  # replaces matrix.backbones for this method
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,14 @@ class Suite:
     def shots(self) -> list[int]:
         return list(dict.fromkeys(s for _, s in self.kind_shots))
 
+    def method_backbones(self, m: MethodEntry) -> list[BackbonePair]:
+        """The method's own ``backbones`` where it gives them, else the matrix's."""
+        return list(m.backbones) if m.backbones is not None else list(self.backbones)
+
+    def all_backbones(self) -> list[BackbonePair]:
+        """Every (train, eval) pair any method of the suite uses."""
+        return list(dict.fromkeys([bb for m in self.methods for bb in self.method_backbones(m)] + list(self.backbones)))
+
     def expand(self) -> list[Run]:
         """Every run of the matrix, in a stable order (method, backbones, fold, seeds, kind/shot, supports).
 
@@ -147,7 +156,7 @@ class Suite:
             options = {**cls.default_config, **m.options}
             trains = cls.capabilities.trains and m.checkpoint is None
             tcfg = {**_dataclass_dict(cls.default_train), **self.train, **m.train} if trains else None
-            for bb in self.backbones:
+            for bb in self.method_backbones(m):
                 incompatible = None
                 if bb.train != bb.eval:
                     from fssbench.backbones import get_backbone_info
@@ -439,22 +448,25 @@ def _parse_methods(value: Any, problems: list[str]) -> list[MethodEntry]:
             ckpt = None
         if ckpt is not None and train:
             problems.append(f"matrix.methods[{i}] gives both 'checkpoint' and 'train'; a released checkpoint is not trained")
+        own_bb = None
+        if "backbones" in item:
+            own_bb = tuple(_parse_backbones(item["backbones"], problems, where=f"matrix.methods[{i}].backbones"))
         label = str(item.get("label", item["name"]))
         if "label" in item and (not label or any(c in label for c in '/\\:*?"<>|') or label.startswith(".")):
             problems.append(
                 f"matrix.methods[{i}] label {label!r} cannot name a result file (no / \\ : * ? \" < > | or leading dot); "
                 "give it a plain 'label'"
             )
-        out.append(MethodEntry(item["name"], options, train, label, ckpt))
+        out.append(MethodEntry(item["name"], options, train, label, ckpt, own_bb))
     labels = [m.label for m in out]
     for lab in sorted({x for x in labels if labels.count(x) > 1}):
         problems.append(f"two methods share the label '{lab}'; give each a distinct 'label'")
     return out
 
 
-def _parse_backbones(value: Any, problems: list[str]) -> list[BackbonePair]:
+def _parse_backbones(value: Any, problems: list[str], where: str = "matrix.backbones") -> list[BackbonePair]:
     if not isinstance(value, list) or not value:
-        problems.append("'matrix.backbones' must be a non-empty list of names or {train: NAME, eval: NAME|[NAMES]}")
+        problems.append(f"'{where}' must be a non-empty list of names or {{train: NAME, eval: NAME|[NAMES]}}")
         return []
     out: list[BackbonePair] = []
     for i, item in enumerate(value):
@@ -463,15 +475,15 @@ def _parse_backbones(value: Any, problems: list[str]) -> list[BackbonePair]:
         elif isinstance(item, dict) and isinstance(item.get("train"), str):
             bad = sorted(set(item) - {"train", "eval"})
             if bad:
-                problems.append(f"unknown key(s) {', '.join(bad)} in matrix.backbones[{i}] (valid: train, eval)")
+                problems.append(f"unknown key(s) {', '.join(bad)} in {where}[{i}] (valid: train, eval)")
             evals = item.get("eval", item["train"])
             evals = [evals] if isinstance(evals, str) else evals
             if not isinstance(evals, list) or not all(isinstance(e, str) for e in evals):
-                problems.append(f"matrix.backbones[{i}].eval must be a name or a list of names")
+                problems.append(f"{where}[{i}].eval must be a name or a list of names")
                 continue
             out.extend(BackbonePair(item["train"], e) for e in evals)
         else:
-            problems.append(f"matrix.backbones[{i}] must be a name or a mapping {{train: NAME, eval: NAME|[NAMES]}}")
+            problems.append(f"{where}[{i}] must be a name or a mapping {{train: NAME, eval: NAME|[NAMES]}}")
     return out
 
 
@@ -506,13 +518,13 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, we
                 problems.append(f"checkpoint '{cp}' of method '{m.label}' is a folder, not a file; name the .pt file")
         why = cls.stitch_refused({**cls.default_config, **m.options})
         if why:
-            for bb in suite.backbones:
+            for bb in suite.method_backbones(m):
                 if bb.train != bb.eval:
                     problems.append(f"{why} ({bb.train} -> {bb.eval}); evaluate it on its training backbone")
                     break
     from fssbench.backbones import get_backbone_info
 
-    for bb in suite.backbones:
+    for bb in suite.all_backbones():
         for name in sorted({bb.train, bb.eval}):
             base, variant = split_backbone(name)
             if base not in known_bb:
@@ -522,7 +534,7 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, we
     if check_data:
         from fssbench.backbones import weights_status
 
-        needed = sorted({split_backbone(n)[0] for bb in suite.backbones for n in (bb.train, bb.eval)
+        needed = sorted({split_backbone(n)[0] for bb in suite.all_backbones() for n in (bb.train, bb.eval)
                          if split_backbone(n)[1] != "random" and split_backbone(n)[0] in known_bb})
         for base in needed:
             status = weights_status(base, weights_dir)
@@ -533,7 +545,7 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, we
             continue
         caps = get_method_class(m.name).capabilities
         for kind in suite.kinds:
-            for name in sorted({bb.eval for bb in suite.backbones}):
+            for name in sorted({bb.eval for bb in suite.method_backbones(m)}):
                 base, _ = split_backbone(name)
                 if base in known_bb:
                     why = caps.backbone_problem(kind, get_backbone_info(base))

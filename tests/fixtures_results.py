@@ -208,3 +208,26 @@ def write_grid(
                     v = fold_miou(base, f) + shot_gain * si + seed_jitter * ji
                     runs.append(write_run(directory, method=m, fold=f, shot=k, seed=s, miou=v, **kw))
     return runs
+
+
+def report_app():
+    """The ``report`` / ``regress`` commands on a bare typer app (subcommand names kept on the line)."""
+    import typer
+
+    from fssbench.commands.report import register
+
+    a = typer.Typer()
+    register(a)
+
+    @a.callback()
+    def _root() -> None:
+        pass
+
+    return a
+
+
+def invoke(app: Any, *args: object):
+    """Run ``app`` in-process with a wide terminal (tables are read by the tests)."""
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "240"})

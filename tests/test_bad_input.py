@@ -430,22 +430,31 @@ def test_only_matching_nothing(capsys, work, world, only):
 
 
 # --- (h) Ctrl-C --------------------------------------------------------------------------------------
-def test_ctrl_c_during_run_says_what_was_kept(capsys, work, world, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_during_run_says_what_was_kept(capsys, work, world, monkeypatch, workers):
+    """One worker: Ctrl-C as soon as the first run's result is on disk. Two workers (both runs at
+    once): the worker evaluating fold 2 is interrupted; the parent says the same line."""
     from fssbench.datasets.pascal import PascalDataset
+    from fssbench.workers import can_fork
 
+    if workers > 1 and not can_fork():
+        pytest.skip("workers fork (Linux)")
     results = work / "results"
     real = PascalDataset.load_image
+    fold2 = {e.rpartition("__")[0] for e in (world / "splits" / "pascal" / "val" / "fold2.txt").read_text().split()}
 
-    def load_image(self, name):  # Ctrl-C as soon as the first run's result is on disk
-        if list(results.glob("*.json")):
+    def load_image(self, name):
+        if (list(results.glob("*.json")) if workers == 1 else name in fold2):
             raise KeyboardInterrupt
         return real(self, name)
 
     monkeypatch.setattr(PascalDataset, "load_image", load_image)
     suite = write_suite(work / "s.yaml", world, folds="[1, 2]")
-    line = one_line_error(capsys, "run", suite, "--results-dir", results, rc=130, needles=("interrupted", "1 of 2", str(results)))
+    line = one_line_error(capsys, "run", suite, "--results-dir", results, "--workers", workers, rc=130,
+                          needles=("interrupted", "1 of 2" if workers == 1 else "of 2", str(results)))
     any_of(line, "again", "continue")
-    assert len(list(results.glob("*.json"))) == 1, "the finished run is kept"
+    if workers == 1:
+        assert len(list(results.glob("*.json"))) == 1, "the finished run is kept"
 
 
 def test_ctrl_c_elsewhere_is_one_line(capsys, world, monkeypatch):

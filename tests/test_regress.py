@@ -8,14 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fixtures_results import fold_miou, write_grid, write_run  # noqa: E402
+from fixtures_results import fold_miou, write_grid, write_run, invoke, report_app  # noqa: E402
 
-from fssbench.commands.report import register  # noqa: E402
 from fssbench.errors import UserError  # noqa: E402
 from fssbench.metrics import bootstrap_ci  # noqa: E402
 from fssbench.regress import BASELINE_FORMAT, cell_key, compare, load_baseline, tolerance_for  # noqa: E402
@@ -25,19 +22,8 @@ FAST = ["--n-boot", "100"]
 
 
 @pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    a = typer.Typer()
-    register(a)
-
-    @a.callback()
-    def _root() -> None:
-        pass
-
-    return a
-
-
-def invoke(app: typer.Typer, *args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "240"})
+def app():
+    return report_app()
 
 
 @pytest.fixture

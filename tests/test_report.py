@@ -8,14 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
-from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fixtures_results import make_run, write_grid, write_run  # noqa: E402
+from fixtures_results import make_run, write_grid, write_run, invoke, report_app  # noqa: E402
 
-from fssbench.commands.report import register  # noqa: E402
 from fssbench.errors import UserError  # noqa: E402
 from fssbench.metrics import bootstrap_ci  # noqa: E402
 from fssbench.report import compute_cells, load_suite, method_label, paired_comparisons  # noqa: E402
@@ -36,19 +33,8 @@ def pm(res_dir: Path, method: str, fold: int, value: float, shot: int = 1) -> st
 
 
 @pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    a = typer.Typer()
-    register(a)
-
-    @a.callback()
-    def _root() -> None:  # keep subcommand names on the command line
-        pass
-
-    return a
-
-
-def invoke(app: typer.Typer, *args: str):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "240"})
+def app():
+    return report_app()
 
 
 def _ok(res) -> None:

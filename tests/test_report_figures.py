@@ -97,3 +97,14 @@ def test_figures_are_written_as_png_and_pdf(table, tmp_path):
     assert [p.suffix for p in paths] == [".png", ".pdf"] * 3
     for p in paths:
         assert p.read_bytes()[:4] == (b"\x89PNG" if p.suffix == ".png" else b"%PDF")
+
+
+def test_incompatible_cells_are_found_under_the_label_tables_show():
+    from fssbench.report.figures import incompatible_pairs
+
+    r = make_run(method="hsnet", options={"fg_weight": 4.0}, train_backbone="zoo-rn-s", eval_backbone="zoo-vit", records=False)
+    r.status = "incompatible"
+    assert r.config["label"] == "hsnet"  # the suite's label: the method name
+    for label in ("hsnet", "hsnet (fg_weight=4.0)"):  # the table label names the options that differ from defaults
+        assert incompatible_pairs([r], label, "mask", 1) == [("zoo-rn-s", "zoo-vit")], label
+    assert incompatible_pairs([r], "hsnet (fg_weight=2.0)", "mask", 1) == []

@@ -8,14 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fixtures_results import make_run, write_grid, write_run  # noqa: E402
+from fixtures_results import make_run, write_grid, write_run, invoke, report_app  # noqa: E402
 
-from fssbench.commands.report import register  # noqa: E402
 from fssbench.errors import UserError  # noqa: E402
 from fssbench.regress import cell_key, compare, current_cells, load_baseline, run_regress  # noqa: E402
 from fssbench.report import (  # noqa: E402
@@ -31,19 +28,8 @@ FAST = ["--n-boot", "60", "--n-perm", "100"]
 
 
 @pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    a = typer.Typer()
-    register(a)
-
-    @a.callback()
-    def _root() -> None:
-        pass
-
-    return a
-
-
-def invoke(app: typer.Typer, *args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "240"})
+def app():
+    return report_app()
 
 
 BASE = make_run().config

@@ -9,33 +9,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
-from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fixtures_results import make_run, write_grid  # noqa: E402
+from fixtures_results import make_run, write_grid, invoke, report_app  # noqa: E402
 
-from fssbench.commands.report import register  # noqa: E402
 from fssbench.report import NOT_USED, episodes_frame, runs_frame, support_reliance  # noqa: E402
 
 FAST = ["--n-boot", "100", "--n-perm", "200"]
 
 
 @pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    a = typer.Typer()
-    register(a)
-
-    @a.callback()
-    def _root() -> None:
-        pass
-
-    return a
-
-
-def invoke(app: typer.Typer, *args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "240"})
+def app():
+    return report_app()
 
 
 def test_episodes_frame_has_query_and_extras_columns():
@@ -139,3 +125,35 @@ def test_support_reliance_pairs_only_identical_configurations(reliance_results):
     df, unmatched = support_reliance(runs, n_boot=50, n_perm=50)
     assert len(unmatched) == 1 and "full" in unmatched[0]  # no own-support run of profile "full"
     assert set(df.n_runs) == {1, 2}
+
+
+def test_parameter_table_says_whether_the_count_depends_on_the_backbone():
+    from fssbench.report.parameters import parameters_markdown
+
+    runs = []
+    for method, counts in (("diffup", {"zoo-rn-s": 182491, "zoo-vit": 182491}), ("hsnet", {"zoo-rn-s": 2000, "zoo-vit": 3000})):
+        for bb, n in counts.items():
+            r = make_run(method=method, train_backbone=bb, eval_backbone="zoo-rn-m", records=False)
+            r.provenance = dict(r.provenance, trainable_parameters=n)
+            runs.append(r)
+    missing = make_run(method="prototype", train_backbone="zoo-rn-s", records=False)  # no count recorded: no row
+    md = parameters_markdown([*runs, missing])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["diffup"][1:] == ["182,491", "182,491", "yes"]
+    assert rows["hsnet"][1:] == ["2,000", "3,000", "no"]
+    assert "prototype" not in rows
+    assert parameters_markdown([missing]) == ""
+
+
+def test_prediction_minus_output_is_paired_per_run():
+    from fssbench.report.outputs import output_deltas, output_deltas_markdown
+
+    runs = [make_run(method="hm", queries=4, miou=60.0, outputs={"prior": 40.0}), make_run(method="hsnet", queries=4)]
+    df = output_deltas(runs, n_boot=100, n_perm=200)
+    assert len(df) == 1  # the run without a mask output has no row
+    row = df.iloc[0]
+    assert (row.method, row.output) == ("hm", "prior")
+    assert row.prediction == pytest.approx(60.0) and row.output_miou == pytest.approx(40.0) and row.delta == pytest.approx(20.0)
+    assert row.ci_lo <= 20.0 <= row.ci_hi and 0 <= row.p <= 1
+    assert "| hm | resnet50 | mask | 1 | 0 | prior | 60.0 | 40.0 | +20.0" in output_deltas_markdown(df)
+    assert output_deltas_markdown(output_deltas(runs[1:])) == ""

@@ -20,6 +20,10 @@ def run(
     ),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Where results go (default results/<suite>)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda[:N] (default: auto)."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1,
+        help="CPU tasks run at once, one torch thread each; the numbers do not depend on it (default: one per core, at most 8; $FSSBENCH_WORKERS).",
+    ),
     weights_dir: Optional[Path] = typer.Option(
         None, "--weights-dir", help="Folder with backbone weights files (default: $FSSBENCH_WEIGHTS, then library caches)."
     ),
@@ -36,7 +40,7 @@ def run(
     suite = load_suite(suite_file, profile, check_data=not dry_run, weights_dir=weights_dir)
     expanded = suite.expand()
     runs = filter_runs(expanded, only)
-    runner = SuiteRunner(suite, results_dir, device=device if not dry_run else "cpu", weights_dir=weights_dir)
+    runner = SuiteRunner(suite, results_dir, device=device if not dry_run else "cpu", weights_dir=weights_dir, workers=workers)
     foreign = runner.foreign_results(expanded)
     if foreign:
         err_console.print(

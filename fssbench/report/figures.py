@@ -151,9 +151,14 @@ def stitching_grid(t: Table, shot: int, rows: list[TableRow], extra: Sequence[tu
 
 def incompatible_pairs(incompatible: Sequence[Any], label: str, kind: str, shot: int) -> list[tuple[str, str]]:
     """(train, eval) backbone pairs of the incompatible runs of one heatmap."""
+    from fssbench.report.labels import method_label
+
+    def named(c: dict) -> bool:  # the suite's label, or the label tables give (options that differ from defaults)
+        return label in (c.get("label", c["method"]), method_label(c["method"], c.get("method_options", {})))
+
     return list(dict.fromkeys(
         (r.config["train_backbone"], r.config["eval_backbone"]) for r in incompatible
-        if r.config.get("label", r.config["method"]) == label and r.config["kind"] == kind and r.config["shot"] == shot
+        if named(r.config) and r.config["kind"] == kind and r.config["shot"] == shot
     ))
 
 
@@ -161,21 +166,32 @@ def plot_stitching(t: Table, shot: int, incompatible: Sequence[Any] = ()) -> Any
     """Heatmaps of mIoU (fold mean; the fold value when a table has one fold): train × eval backbone,
     one axis per (label, kind); incompatible pairs are hatched and say so."""
     plt, sns = _plt()
+    import textwrap
+
     groups = stitching_groups(t, shot)
     n = len(groups)
-    fig, axes = plt.subplots(1, n, figsize=(3.8 * n + 0.5, 3.2), squeeze=False)
-    for ax, ((label, kind), rows) in zip(axes[0], groups.items()):
+    grids = {}
+    for (label, kind), rows in groups.items():
         bad = incompatible_pairs(incompatible, label, kind, shot)
-        grid = stitching_grid(t, shot, rows, bad)
-        sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar=True)
+        grids[(label, kind)] = (stitching_grid(t, shot, rows, bad), bad)
+    values = np.concatenate([g.to_numpy().ravel() for g, _ in grids.values()])
+    values = values[np.isfinite(values)]
+    # one colour scale for every panel: the same colour is the same mIoU in every method's panel
+    vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 100.0)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 0.5, 3.8), squeeze=False)
+    for k, (ax, ((label, kind), (grid, bad))) in enumerate(zip(axes[0], grids.items())):
+        sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar=k == n - 1, vmin=vmin, vmax=vmax)
         for a, b in bad:
             i, j = list(grid.index).index(a), list(grid.columns).index(b)
             ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, hatch="//", edgecolor="0.5", lw=0))
             ax.text(j + 0.5, i + 0.5, "incompatible", ha="center", va="center", fontsize="x-small", color="0.3")
+        ax.tick_params(axis="y", labelrotation=0)
+        ax.tick_params(axis="x", labelrotation=30)
         ax.set_xlabel("eval backbone")
         ax.set_ylabel("train backbone")
-        ax.set_title(f"{label} · {kind}", fontsize="small")
-    fig.suptitle(f"{t.title}, {shot}-shot: backbone stitching (mIoU)")
+        ax.set_title("\n".join(textwrap.wrap(f"{label} · {kind}", 42)), fontsize="small")
+    fig.suptitle(f"{t.title}, {shot}-shot: backbone stitching (mIoU; rows: decoder trained on, columns: evaluated on)")
+    fig.tight_layout()
     return fig
 
 

@@ -70,3 +70,45 @@ def output_tables(cells: pd.DataFrame) -> list[Table]:
         return []
     return [t for name, sub in cells.groupby("output", sort=False)
             for t in build_tables(sub.drop(columns="output"), subject=f"output {name}")]
+
+
+def output_deltas(runs: Sequence[RunResult], n_boot: int = 1000, seed: int = 0, n_perm: int = 10000) -> pd.DataFrame:
+    """Per run and mask output: prediction − output, paired on the run's own episodes.
+
+    "Does the decoder improve on its prior?" is a paired question: both are scored on the very
+    same episodes, so the interval is the paired cluster bootstrap and ``p`` the sign-flip test
+    (``fssbench.metrics.paired_test``), as for method comparisons."""
+    from fssbench.metrics import paired_test
+    from fssbench.report.labels import backbone_label, method_label
+
+    rows = []
+    for name in mask_output_names(runs):
+        for r in runs:
+            d = output_run(r, name)
+            if d is None or not d.records:
+                continue
+            c = r.config
+            res = paired_test(d.records, r.records, n_boot=n_boot, n_perm=n_perm, seed=seed,
+                              class_ids=r.metrics.get("fold_classes"))
+            rows.append({
+                "method": c.get("label") if c.get("label") != c["method"] else method_label(c["method"], c.get("method_options", {})),
+                "backbone": backbone_label(c["train_backbone"], c["eval_backbone"]),
+                "kind": c["kind"], "shot": c["shot"], "fold": c["fold"], "output": name,
+                "prediction": res.value_b, "output_miou": res.value_a, "delta": res.delta,
+                "ci_lo": res.ci_low, "ci_hi": res.ci_high, "p": res.p_value,
+            })
+    return pd.DataFrame(rows)
+
+
+def output_deltas_markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return ""
+    lines = ["## Prediction vs mask output, paired", "",
+             "Δ = prediction − output (mIoU) on the run's own episodes: paired cluster bootstrap (95%) and sign-flip p.", "",
+             "| method | backbone | kind | shot | fold | output | prediction | output | Δ [95% CI] | p |",
+             "|---|---|---|--:|--:|---|--:|--:|--:|--:|"]
+    for _, x in df.iterrows():
+        p = "< 0.001" if x.p < 0.001 else f"{x.p:.3f}"
+        lines.append(f"| {x.method} | {x.backbone} | {x.kind} | {x.shot} | {x.fold} | {x.output} | {x.prediction:.1f} | "
+                     f"{x.output_miou:.1f} | {x.delta:+.1f} [{x.ci_lo:+.1f}, {x.ci_hi:+.1f}] | {p} |")
+    return "\n".join(lines) + "\n"

@@ -11,7 +11,8 @@ from fssbench.report.cells import compute_cells
 from fssbench.report.figures import figure_folds, figure_kshot, figure_stitching, kshot_supported, stitching_groups
 from fssbench.report.frames import Suite, load_suite
 from fssbench.report.identity import is_control
-from fssbench.report.outputs import output_cells, output_tables
+from fssbench.report.outputs import output_cells, output_deltas, output_deltas_markdown, output_tables
+from fssbench.report.parameters import parameters_markdown
 from fssbench.report.paired import paired_comparisons, paired_markdown, reliance_markdown, support_reliance
 from fssbench.report.render import table_frame, table_latex, table_markdown
 from fssbench.report.stitching import figure_prior_iou, prior_iou_frame, retrained_markdown, upgrade_frame, upgrade_markdown
@@ -84,7 +85,11 @@ def write_report(
         body = ["# Mask outputs", "", "mIoU of each declared mask output (e.g. a prior), scored like the prediction "
                 "under the same protocol; same layout and intervals as the main tables.", ""]
         body += [table_markdown(t) for t in otables]
-        text("outputs.md", "\n".join(body), "mIoU of the methods' mask outputs per cell (Markdown)")
+        deltas = output_deltas(main, n_boot=n_boot, seed=seed, n_perm=n_perm)
+        if not deltas.empty:
+            body += [output_deltas_markdown(deltas)]
+            csv("output_deltas.csv", deltas, "prediction − mask output per run, paired (CSV)")
+        text("outputs.md", "\n".join(body), "mIoU of the methods' mask outputs per cell, and prediction − output paired (Markdown)")
         csv("outputs.csv", ocells, "mask-output cells in long form (CSV)")
 
     paired = paired_comparisons(main, reference=reference, n_boot=n_boot, seed=seed, n_perm=n_perm)
@@ -115,6 +120,9 @@ def write_report(
         csv("upgrade.csv", upgrades, "backbone upgrade table (CSV)")
         text("stitched_vs_retrained.md", retrained_markdown(upgrades),
              "per evaluation backbone: its re-trained decoder vs every decoder stitched onto it, paired Δ")
+    params = parameters_markdown(main)
+    if params:
+        text("parameters.md", params, "trainable parameters per method and training backbone")
     priors = prior_iou_frame(main)
 
     if figures:
@@ -145,6 +153,8 @@ def write_report(
         lines += [reliance_markdown(reliance, unmatched), ""]
     if not upgrades.empty:
         lines += [upgrade_markdown(upgrades, suite.incompatible).replace("# Backbone", "## Backbone", 1), ""]
+    if params:
+        lines += [params.replace("# Trainable", "## Trainable", 1), ""]
     lines += ["## Files", ""]
     lines += [f"- [`{w.path.name}`]({w.path.name}): {w.what}" for w in written]
     lines += ["", "Cells and intervals: see the docstrings of `fssbench/report/cells.py` (what a cell averages) and "

@@ -1,0 +1,149 @@
+"""Single-threaded workers for the runner's CPU stages (training decoders, evaluating runs).
+
+Why: CPU reductions are split by thread, so the bits of a trained decoder or an evaluation depend
+on torch's thread count, and with it on the machine's core count. Every CPU training and
+evaluation therefore runs with **one torch thread** (the zoo's recipe, ``fssbench.backbones.zoo``),
+and the machine's cores are used by running ``workers`` of them at once in forked processes. Which
+worker does a task, and how many workers there are, changes no number (``tests/test_workers.py``).
+Single-threaded workers are also faster for these small models: two OpenMP threads on two shared
+cores mostly wait at barriers.
+
+Forked workers inherit the parent's built backbones, dataset cache and plan (nothing is pickled
+but task indices and results); a worker reports progress and messages through a queue, which the
+parent turns into its progress bars, so the display is the same as in one process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+THREADS = 1
+"""Torch threads per CPU task (part of what fixes the numbers: changing it changes the bits)."""
+
+_STATE: dict[str, Any] = {}  # the parent's task function and context, inherited by forked workers
+
+
+def default_workers() -> int:
+    """One worker per core, at most 8 (``$FSSBENCH_WORKERS`` overrides)."""
+    env = os.environ.get("FSSBENCH_WORKERS")
+    if env:
+        if not env.strip().isdigit() or int(env) < 1:
+            from fssbench.errors import UserError
+
+            raise UserError(f"$FSSBENCH_WORKERS must be a whole number >= 1, got {env!r}; unset it or set e.g. FSSBENCH_WORKERS=2")
+        return int(env)
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def can_fork() -> bool:
+    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
+
+
+@contextmanager
+def threads(n: int = THREADS) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class QueueProgress:
+    """The part of ``rich.progress.Progress`` the stages use, forwarded to the parent by a queue."""
+
+    def __init__(self, q: Any, tag: int) -> None:
+        self.q, self.tag, self.n = q, tag, 0
+
+    def add_task(self, description: str, total: float | None = None, **_: Any) -> int:
+        self.n += 1
+        self.q.put(("add", self.tag, self.n, description, total))
+        return self.n
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.q.put(("advance", self.tag, task, advance))
+
+    def remove_task(self, task: int) -> None:
+        self.q.put(("remove", self.tag, task))
+
+
+def _init(q: Any) -> None:
+    _STATE["queue"] = q
+    torch.set_num_threads(THREADS)
+
+
+def _call(i: int) -> Any:
+    q = _STATE["queue"]
+    return _STATE["fn"](i, QueueProgress(q, i), lambda s: q.put(("say", i, s)))
+
+
+def run_tasks(
+    n: int,
+    fn: Callable[[int, Any, Callable[[str], None]], Any],
+    workers: int,
+    prog: Any,
+    say: Callable[[str], None],
+    on_done: Callable[[int, Any], None],
+) -> None:
+    """Call ``fn(i, progress, say)`` for ``i`` in ``range(n)``, ``workers`` at a time.
+
+    ``on_done(i, result)`` runs in this process as each task finishes (in completion order). The
+    first task that raises stops the pool (tasks not started are cancelled, running ones finish)
+    and its exception is raised here. With one worker, or where fork is unavailable, the tasks run
+    here, one after the other, with the same single thread.
+    """
+    if n == 0:
+        return
+    workers = max(1, min(workers, n))
+    if workers == 1 or not can_fork():
+        with threads():
+            for i in range(n):
+                on_done(i, fn(i, prog, say))
+        return
+    _STATE["fn"] = fn
+    q: Any = mp.get_context("fork").SimpleQueue()
+    ids: dict[tuple[int, int], Any] = {}
+
+    def drain() -> None:
+        while not q.empty():
+            msg = q.get()
+            kind = msg[0]
+            if kind == "say":
+                say(msg[2])
+            elif kind == "add":
+                ids[(msg[1], msg[2])] = prog.add_task(msg[3], total=msg[4])
+            elif kind == "advance":
+                prog.advance(ids[(msg[1], msg[2])], msg[3])
+            elif kind == "remove":
+                prog.remove_task(ids.pop((msg[1], msg[2])))
+
+    with threads():  # the parent never runs a multi-threaded region the workers could inherit
+        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init, initargs=(q,))
+        futures: dict[Any, int] = {}
+        try:
+            futures = {ex.submit(_call, i): i for i in range(n)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                drain()
+                for f in sorted(done, key=lambda f: futures[f]):
+                    on_done(futures[f], f.result())
+            drain()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            _STATE.pop("fn", None)
+        ex.shutdown(wait=True)
+
+
+__all__: Sequence[str] = ["THREADS", "default_workers", "run_tasks", "threads", "QueueProgress"]

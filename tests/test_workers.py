@@ -1,0 +1,107 @@
+"""Single-threaded CPU workers (``fssbench.workers``): the numbers do not depend on how many workers
+run, errors in a worker reach the user as in one process, progress reaches the parent's bars."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fssbench.errors import UserError
+from fssbench.results import load_result
+from fssbench.runner import SuiteRunner
+from fssbench.suite import load_suite
+from fssbench.workers import QueueProgress, can_fork, default_workers, run_tasks
+from tests import toy  # noqa: F401  (registers the toy methods and backbones)
+from tests.test_harness import quiet, suite_file
+
+needs_fork = pytest.mark.skipif(not can_fork(), reason="workers fork (Linux)")
+
+
+class _Bars:
+    """Records what the stages do with a progress display."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, list] = {}
+        self.removed: list[int] = []
+
+    def add_task(self, description: str, total: float | None = None, **_: object) -> int:
+        self.tasks[len(self.tasks)] = [description, total, 0]
+        return len(self.tasks) - 1
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.tasks[task][2] += advance
+
+    def remove_task(self, task: int) -> None:
+        self.removed.append(task)
+
+
+def _square(i: int, prog, say) -> int:
+    t = prog.add_task(f"task {i}", total=2)
+    prog.advance(t, 2)
+    prog.remove_task(t)
+    say(f"done {i} with {torch.get_num_threads()} thread(s)")
+    return i * i
+
+
+@needs_fork
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_task_runs_once_single_threaded_and_reports_progress(workers):
+    bars, said, results = _Bars(), [], {}
+    run_tasks(5, _square, workers, bars, said.append, lambda i, r: results.__setitem__(i, r))
+    assert results == {i: i * i for i in range(5)}
+    assert sorted(said) == [f"done {i} with 1 thread(s)" for i in range(5)]
+    assert sorted(t[0] for t in bars.tasks.values()) == [f"task {i}" for i in range(5)]
+    assert all(t[2] == 2 for t in bars.tasks.values()) and len(bars.removed) == 5
+
+
+def _fails_on_two(i: int, prog, say) -> int:
+    if i == 2:
+        raise UserError("task 2 is broken; fix it")
+    return i
+
+
+@needs_fork
+def test_an_error_in_a_worker_is_raised_here():
+    with pytest.raises(UserError, match="task 2 is broken"):
+        run_tasks(4, _fails_on_two, 2, _Bars(), lambda s: None, lambda i, r: None)
+
+
+def test_queue_progress_forwards_tagged_messages():
+    class Q(list):
+        put = list.append
+
+    q = Q()
+    p = QueueProgress(q, 7)
+    t = p.add_task("x", total=3)
+    p.advance(t, 2)
+    p.remove_task(t)
+    assert q == [("add", 7, 1, "x", 3), ("advance", 7, 1, 2), ("remove", 7, 1)]
+
+
+def test_workers_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FSSBENCH_WORKERS", "3")
+    assert default_workers() == 3
+    monkeypatch.setenv("FSSBENCH_WORKERS", "two")
+    with pytest.raises(UserError, match="FSSBENCH_WORKERS"):
+        default_workers()
+
+
+@needs_fork
+def test_results_do_not_depend_on_the_worker_count(tmp_path):
+    methods = "[prototype, {name: toy-decoder}, {name: toy-stochastic}]"
+    suite = load_suite(suite_file(tmp_path, methods, matrix="shots: [1, 2]"))
+    runs = suite.expand()
+    for w in (1, 2):
+        stats = quiet(SuiteRunner(suite, tmp_path / f"w{w}", workers=w), runs)
+        assert stats["evaluated"] == len(runs) and stats["trained"] == 2
+    for r in runs:
+        a, b = (load_result(tmp_path / f"w{w}" / f"{r.run_id}.json") for w in (1, 2))
+        assert [x.to_dict() for x in a.records] == [x.to_dict() for x in b.records], r.run_id
+        assert a.metrics["miou"] == b.metrics["miou"]
+    for d in (tmp_path / "w1" / "decoders").iterdir():
+        sa = torch.load(d / "best.pt", weights_only=True)["state"]
+        sb = torch.load(tmp_path / "w2" / "decoders" / d.name / "best.pt", weights_only=True)["state"]
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), d.name
+        assert json.loads((d / "decoder.json").read_text())["summary"]["best_epoch"] >= 0
