@@ -48,6 +48,7 @@ def can_fork() -> bool:
 
 @contextmanager
 def threads(n: int = THREADS) -> Iterator[None]:
+    """``n`` torch intra-op threads for the duration; the previous count restored afterwards."""
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -126,7 +127,6 @@ def run_tasks(
 
     with threads():  # the parent never runs a multi-threaded region the workers could inherit
         ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init, initargs=(q,))
-        futures: dict[Any, int] = {}
         try:
             futures = {ex.submit(_call, i): i for i in range(n)}
             pending = set(futures)
@@ -136,14 +136,13 @@ def run_tasks(
                 for f in sorted(done, key=lambda f: futures[f]):
                     on_done(futures[f], f.result())
             drain()
-        except BaseException:
-            for f in futures:
-                f.cancel()
+        except BaseException:  # tasks not started are dropped; running ones finish
             ex.shutdown(wait=True, cancel_futures=True)
             raise
+        else:
+            ex.shutdown(wait=True)
         finally:
             _STATE.pop("fn", None)
-        ex.shutdown(wait=True)
 
 
 __all__: Sequence[str] = ["THREADS", "default_workers", "run_tasks", "threads", "QueueProgress"]

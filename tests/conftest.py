@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 def one_thread():
     """Tiny tensors: one intra-op thread is fastest, and immune to a busy machine (2 threads on 2
     shared cores can spin-wait for seconds per op). Modules opt in with ``pytestmark``."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    from fssbench.workers import threads
+
+    with threads(1):
+        yield

@@ -52,10 +52,10 @@ _CACHE: dict[str, Backbone] = {}
 def _one_thread_and_cleanup():
     """One intra-op thread (on a busy 2-core box OpenMP spin-waiting costs more than it gains);
     the cached networks (~2 GB) are released when the module is done."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    from fssbench.workers import threads
+
+    with threads(1):
+        yield
     _CACHE.clear()
     _FEATS.clear()
 

@@ -7,6 +7,7 @@ artists); each ``figure_*`` plots, saves both formats and closes it.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -166,8 +167,6 @@ def plot_stitching(t: Table, shot: int, incompatible: Sequence[Any] = ()) -> Any
     """Heatmaps of mIoU (fold mean; the fold value when a table has one fold): train × eval backbone,
     one axis per (label, kind); incompatible pairs are hatched and say so."""
     plt, sns = _plt()
-    import textwrap
-
     groups = stitching_groups(t, shot)
     n = len(groups)
     grids = {}

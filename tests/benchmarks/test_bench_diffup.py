@@ -49,10 +49,10 @@ def _batch(n: int, size: int = SIZE, sampling_seed: int | None = 0) -> EpisodeBa
 @pytest.fixture(autouse=True, scope="module")
 def _threads():
     """One thread: DiffUp's kernels are small, and on a shared machine a second thread mostly waits."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(old)
+    from fssbench.workers import threads
+
+    with threads(THREADS):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -67,16 +67,16 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 @contextmanager
 def deterministic(threads: int = THREADS) -> Iterator[None]:
     """Deterministic kernels and a fixed thread count for the duration; restored afterwards."""
-    old_threads = torch.get_num_threads()
+    from fssbench.workers import threads as pinned
+
     old_det = torch.are_deterministic_algorithms_enabled()
     old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
-        torch.set_num_threads(old_threads)
+    with pinned(threads):
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
 
 
 # --------------------------------------------------------------------------- data
