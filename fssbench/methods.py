@@ -117,6 +117,16 @@ class Method(nn.Module, ABC):
     threshold): they change the run id but never the decoder id, so changing them never re-trains."""
     mask_outputs: ClassVar[frozenset[str]] = frozenset()
     """Names of ``Prediction.masks`` this method returns; each is scored under the protocol."""
+    quiet_defaults: ClassVar[frozenset[str]] = frozenset()
+    """Options added after results existed: at their default value (which reproduces the earlier
+    behaviour exactly) they stay out of the resolved run config, so the run and decoder ids and the
+    report's cells of earlier results stay valid; any other value is recorded like every option."""
+
+    @classmethod
+    def resolved_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``default_config`` updated with ``options``, minus :attr:`quiet_defaults` at their default."""
+        full = {**cls.default_config, **options}
+        return {k: v for k, v in full.items() if not (k in cls.quiet_defaults and v == cls.default_config[k])}
     default_train: ClassVar[TrainConfig] = TrainConfig()
 
     def __init__(self, backbone: Backbone, **options: Any) -> None:
@@ -172,8 +182,10 @@ class Method(nn.Module, ABC):
 
     @classmethod
     def training_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The options a trained decoder depends on (every option that is not an evaluation option)."""
-        return {k: v for k, v in options.items() if k not in cls.eval_options}
+        """The options a trained decoder depends on (every option that is not an evaluation option;
+        :attr:`quiet_defaults` at their default left out, as in the run config)."""
+        return {k: v for k, v in options.items() if k not in cls.eval_options
+                and not (k in cls.quiet_defaults and v == cls.default_config.get(k))}
 
     def load_released(self, path: str) -> None:
         """Load a released checkpoint file (e.g. the authors'); methods with their own format override."""

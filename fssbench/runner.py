@@ -8,10 +8,12 @@ Stages, in order (``DEFAULT_STAGES``; a new one, e.g. auxiliary supports, is one
    earlier run had built);
 3. ``check_released``: each released decoder checkpoint the suite names is read and checked
    against its method (format, method, keys, shapes) before any training or evaluation;
-4. ``train_decoders``: each pending decoder once;
-5. ``evaluate_runs``: every pending run, one result file each.
+4. ``generate_aux``: the auxiliary support images every pending run with ``aux`` needs, into the
+   on-disk cache (``fssbench.auxiliary``), each image once, whatever the number of methods;
+5. ``train_decoders``: each pending decoder once;
+6. ``evaluate_runs``: every pending run, one result file each.
 
-On the CPU, stages 4 and 5 run their tasks in single-threaded forked workers (``fssbench.workers``,
+On the CPU, stages 5 and 6 run their tasks in single-threaded forked workers (``fssbench.workers``,
 ``--workers``): one torch thread fixes the bits on every machine, and the cores are used by
 running several tasks at once. On CUDA they run in this process, one after the other.
 
@@ -137,6 +139,7 @@ class SuiteRunner:
         self._backbones: dict[str, Any] = {}
         self._dataset = None
         self._episodes: dict[tuple, EpisodeList] = {}
+        self._aux: dict[str, Any] = {}
 
     # --- resources -------------------------------------------------------------
     def dataset(self):
@@ -258,6 +261,43 @@ class SuiteRunner:
             info["summary"] = json.loads(meta.read_text())["summary"]
         return info
 
+    def aux_cache_dir(self) -> Path:
+        """``aux.cache`` of the suite, else ``<results>/aux_cache``."""
+        c = self.suite.aux.get("cache")
+        return Path(c) if c else self.out / "aux_cache"
+
+    def aux_supplier(self, run: Run, keep_controls: int = 0):
+        """The run's :class:`~fssbench.auxiliary.supplier.AuxSupplier` (``None`` without ``aux``);
+        one per aux config, so the generator (a diffusion pipeline) is loaded once."""
+        cfg = run.config.get("aux")
+        if not cfg:
+            return None
+        from fssbench.auxiliary.cache import AuxCache
+        from fssbench.auxiliary.supplier import AuxSupplier
+        from fssbench.backbones.weights import resolve_weights_dir
+        from fssbench.suite import canonical_hash
+
+        key = canonical_hash(cfg, 16)
+        if key not in self._aux:
+            settings = {**self.suite.aux, **cfg}
+            self._aux[key] = AuxSupplier(
+                settings, self.dataset(), AuxCache(self.aux_cache_dir()), resolve_weights_dir(self.weights_dir),
+                device="auto" if self.device.type == "cuda" else "cpu",
+            )
+        sup = self._aux[key]
+        sup.fallbacks, sup.controls, sup.keep_controls = {}, {}, keep_controls
+        return sup
+
+    def episode_specs(self, run: Run) -> list:
+        """The run's episodes as evaluated: the frozen list, or its other-class control."""
+        from fssbench.controls import other_class_specs
+
+        cfg = run.config
+        specs = self.episode_list(run).episodes
+        if cfg["supports"] == "other-class":
+            specs = other_class_specs(self.dataset(), specs, cfg["fold"], cfg["seeds"]["episodes"])
+        return specs
+
     def episode_list(self, run: Run) -> EpisodeList:
         cfg = run.config
         key = (cfg["fold"], cfg["shot"], cfg["episodes"], cfg["seeds"]["episodes"], cfg["protocol_settings"].get("min_fg_pixels", 0))
@@ -346,6 +386,30 @@ def train_decoders(ctx: StageContext) -> None:
     _in_workers(ctx, len(tasks), lambda c, i: _train(c, tasks[i].decoder_id, tasks[i].run), done)
 
 
+def generate_aux(ctx: StageContext) -> None:
+    """Every auxiliary image the pending runs need, generated into the cache once (resumable)."""
+    r = ctx.runner
+    by_cfg: dict[str, tuple[Any, list]] = {}
+    from fssbench.suite import canonical_hash
+
+    for e in ctx.plan.pending_evaluations:
+        if e.run.config.get("aux") and not e.run.config.get("incompatible"):
+            key = canonical_hash(e.run.config["aux"], 16)
+            sup, specs = by_cfg.setdefault(key, (r.aux_supplier(e.run), []))
+            specs.extend(r.episode_specs(e.run))
+    for sup, specs in by_cfg.values():
+        todo = sup.pending(specs)
+        if not todo:
+            continue
+        task = ctx.prog.add_task(escape(f"aux {sup.config['backend']} {sup.condition}"), total=len(todo))
+        t0 = time.time()
+        made = sup.generate(specs, on_progress=lambda n: ctx.prog.advance(task, n))
+        ctx.prog.remove_task(task)
+        ctx.stats["aux_generated"] = ctx.stats.get("aux_generated", 0) + made
+        stand_in = " (offline stand-in, not a diffusion model)" if sup.config["backend"] == "offline" else ""
+        ctx.say(f"generated {made} auxiliary images, {sup.condition}, {sup.config['backend']}{stand_in} ({time.time() - t0:.0f}s)")
+
+
 def evaluate_runs(ctx: StageContext) -> None:
     """Every pending run, one result file each (several at a time on the CPU, one thread each)."""
     pending = ctx.plan.pending_evaluations
@@ -361,7 +425,7 @@ def evaluate_runs(ctx: StageContext) -> None:
     _in_workers(ctx, len(pending), task, done)
 
 
-DEFAULT_STAGES: tuple[Stage, ...] = (prepare_data, build_backbones, check_released, train_decoders, evaluate_runs)
+DEFAULT_STAGES: tuple[Stage, ...] = (prepare_data, build_backbones, check_released, generate_aux, train_decoders, evaluate_runs)
 
 
 def _train(ctx: StageContext, decoder_id: str, run: Run) -> None:
@@ -428,7 +492,6 @@ def _save_artefacts(path: Path, arts: dict[int, dict[str, np.ndarray]]) -> None:
 
 
 def _evaluate(ctx: StageContext, run: Run) -> RunResult:
-    from fssbench.controls import other_class_specs
     from fssbench.engine.evaluate import evaluate
 
     r = ctx.runner
@@ -454,10 +517,9 @@ def _evaluate(ctx: StageContext, run: Run) -> RunResult:
         method.set_backbone(r.backbone(cfg["eval_backbone"]))
     method.to(r.device)
     lst = r.episode_list(run)
-    specs = lst.episodes
-    if cfg["supports"] == "other-class":
-        specs = other_class_specs(r.dataset(), specs, cfg["fold"], cfg["seeds"]["episodes"])
+    specs = r.episode_specs(run)
     n_art = int(r.suite.eval.get("artefacts", 0))
+    aux = r.aux_supplier(run, keep_controls=n_art)
     task = ctx.prog.add_task(escape(f"eval {run.run_id}"), total=len(specs))
     out = evaluate(
         method,
@@ -473,8 +535,13 @@ def _evaluate(ctx: StageContext, run: Run) -> RunResult:
         artefacts=n_art,
         n_boot=int(r.suite.eval.get("n_boot", 1000)),
         on_progress=lambda n: ctx.prog.advance(task, n),
+        extend=None if aux is None else aux.extend,
+        episode_extras=None if aux is None else (lambda eid: {"aux_fallbacks": float(aux.fallbacks.get(eid, 0))}),
+        episode_artefacts=None if aux is None else (lambda eid: {"aux_control": aux.controls[eid]} if eid in aux.controls else {}),
     )
     ctx.prog.remove_task(task)
+    if aux is not None:
+        out.metrics["aux"] = aux.summary([s.episode_id for s in specs])
     env = environment()
     cls = type(method)
     env |= {
@@ -518,6 +585,7 @@ __all__ = [
     "check_released",
     "evaluate_runs",
     "filter_runs",
+    "generate_aux",
     "prepare_data",
     "resolve_device",
     "result_file",

@@ -26,10 +26,10 @@ from fssbench.episode import ANNOTATION_KINDS
 from fssbench.errors import UserError
 from fssbench.methods import TrainConfig
 
-TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "profiles", "default_profile"}
-MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports"}
+TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "aux", "profiles", "default_profile"}
+MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports", "aux"}
 DATASET_KEYS = {"name", "root", "split_dir", "generate", "options"}
-METHOD_KEYS = {"name", "options", "train", "label", "checkpoint", "backbones"}
+METHOD_KEYS = {"name", "options", "train", "label", "checkpoint", "backbones", "kinds", "kind_shots"}
 EVAL_KEYS = {"batch_size", "n_boot", "device", "artefacts"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 SEED_KEYS = ("episodes", "train", "sampling")
@@ -80,6 +80,8 @@ class MethodEntry:
     label: str
     checkpoint: str | None = None  # a released decoder file: evaluated as it is, never trained
     backbones: tuple["BackbonePair", ...] | None = None  # replaces matrix.backbones for this method
+    kinds: tuple[str, ...] | None = None  # keeps only these kinds of the matrix's (kind, shot) pairs
+    kind_shots: tuple[tuple[str, int], ...] | None = None  # replaces the matrix's (kind, shot) pairs
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,10 @@ class Suite:
     seeds: list[dict[str, int]]
     supports: list[str] = field(default_factory=lambda: ["own"])
     train: dict[str, Any] = field(default_factory=dict)
+    aux_conditions: list[str] = field(default_factory=lambda: ["none"])
+    """``matrix.aux``: ``none`` (no auxiliary supports) and/or conditions of ``fssbench.auxiliary``."""
+    aux: dict[str, Any] = field(default_factory=dict)
+    """The suite's ``aux`` settings (backend, aux_shots, seed, ...), defaults filled in."""
 
     @property
     def kinds(self) -> list[str]:
@@ -127,6 +133,12 @@ class Suite:
     def method_backbones(self, m: MethodEntry) -> list[BackbonePair]:
         """The method's own ``backbones`` where it gives them, else the matrix's."""
         return list(m.backbones) if m.backbones is not None else list(self.backbones)
+
+    def method_kind_shots(self, m: MethodEntry) -> list[tuple[str, int]]:
+        """The method's own ``kind_shots`` where it gives them, else the matrix's (kind, shot) pairs;
+        restricted to the method's ``kinds`` where it gives them."""
+        pairs = list(m.kind_shots) if m.kind_shots is not None else list(self.kind_shots)
+        return [(k, s) for k, s in pairs if m.kinds is None or k in m.kinds]
 
     def all_backbones(self) -> list[BackbonePair]:
         """Every (train, eval) pair any method of the suite uses."""
@@ -153,7 +165,7 @@ class Suite:
         runs: list[Run] = []
         for rank, m in enumerate(self.methods):
             cls = get_method_class(m.name)
-            options = {**cls.default_config, **m.options}
+            options = cls.resolved_options(m.options)
             trains = cls.capabilities.trains and m.checkpoint is None
             tcfg = {**_dataclass_dict(cls.default_train), **self.train, **m.train} if trains else None
             for bb in self.method_backbones(m):
@@ -179,8 +191,8 @@ class Suite:
                                 "protocol": proto.to_dict(),
                             }
                             decoder_id = f"{m.name}-{bb.train}-f{fold}-s{seeds['train']}-{canonical_hash(dkey, 10)}".replace(":", "+")
-                        for kind, shot in self.kind_shots:
-                            for supports in self.supports:
+                        for kind, shot in self.method_kind_shots(m):
+                            for supports, aux_cond in [(sp, a) for sp in self.supports for a in self.aux_conditions]:
                                 config = {
                                     "method": m.name,
                                     "label": m.label,
@@ -204,8 +216,14 @@ class Suite:
                                     "supports": supports,
                                     "incompatible": incompatible,
                                 }
+                                if aux_cond != "none":  # only then: runs without aux keep their ids
+                                    from fssbench.auxiliary.supplier import run_aux_config
+
+                                    config["aux"] = run_aux_config(self.aux, aux_cond)
                                 stitch = "" if bb.train == bb.eval else f"-to-{bb.eval}"
                                 ctl = "" if supports == "own" else f"-{supports}"
+                                if aux_cond != "none":
+                                    ctl += f"-aux{self.aux['aux_shots']}{aux_cond}"
                                 run_id = (
                                     f"{m.label}-{bb.train}{stitch}-f{fold}-{shot}shot-{kind}{ctl}-s{seed_tag(seeds)}-"
                                     f"{canonical_hash({k: v for k, v in config.items() if k not in PRESENTATION_KEYS}, 10)}"
@@ -291,6 +309,15 @@ def load_suite(
         problems.append(f"'matrix.supports' must be a non-empty list of {', '.join(SUPPORT_MODES)}; got {supports!r}")
         supports = ["own"]
 
+    from fssbench.auxiliary.conditions import CONDITIONS
+    from fssbench.auxiliary.supplier import check_settings
+
+    aux_conditions = matrix.get("aux", ["none"])
+    if not isinstance(aux_conditions, list) or not aux_conditions or not all(x in ("none", *CONDITIONS) for x in aux_conditions):
+        problems.append(f"'matrix.aux' must be a non-empty list of none, {', '.join(CONDITIONS)}; got {aux_conditions!r}")
+        aux_conditions = ["none"]
+    aux_settings = check_settings(doc.get("aux"), problems)
+
     dataset = doc.get("dataset")
     if not isinstance(dataset, dict):
         problems.append("'dataset' must be a mapping with name and root")
@@ -341,6 +368,8 @@ def load_suite(
         seeds=seeds,
         supports=list(dict.fromkeys(supports)),
         train=train,
+        aux_conditions=list(dict.fromkeys(aux_conditions)),
+        aux=aux_settings,
     )
     if not problems:
         _check_registries(suite, problems, check_data=check_data, weights_dir=weights_dir)
@@ -368,7 +397,7 @@ def _check_types(values: dict[str, Any], types: dict[str, type], where: str, pro
             problems.append(f"'{where}.{k}' must be {_NUMBER_TYPES.get(want, want.__name__)}, got {v!r}")
 
 
-def _parse_kind_shots(matrix: dict[str, Any], problems: list[str]) -> list[tuple[str, int]]:
+def _parse_kind_shots(matrix: dict[str, Any], problems: list[str], where: str = "matrix.kind_shots") -> list[tuple[str, int]]:
     """(kind, shot) pairs: the product of ``kinds`` x ``shots``, or the listed ``kind_shots``
     (``[{kind: text, shots: [0]}, {kind: mask, shots: [1, 5]}]``) when a full product makes no sense."""
     pairs: list[tuple[str, int]] = []
@@ -377,13 +406,13 @@ def _parse_kind_shots(matrix: dict[str, Any], problems: list[str]) -> list[tuple
             problems.append("give either 'matrix.kind_shots' or 'matrix.kinds' + 'matrix.shots', not both")
         items = matrix["kind_shots"]
         if not isinstance(items, list) or not items:
-            problems.append("'matrix.kind_shots' must be a non-empty list of {kind: KIND, shots: [K, ...]}")
+            problems.append(f"'{where}' must be a non-empty list of {{kind: KIND, shots: [K, ...]}}")
             return []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or set(item) != {"kind", "shots"} or not isinstance(item["kind"], str):
-                problems.append(f"matrix.kind_shots[{i}] must be a mapping {{kind: KIND, shots: [K, ...]}}")
+                problems.append(f"{where}[{i}] must be a mapping {{kind: KIND, shots: [K, ...]}}")
                 continue
-            shots = _int_list(item["shots"], f"matrix.kind_shots[{i}].shots", problems, minimum=0)
+            shots = _int_list(item["shots"], f"{where}[{i}].shots", problems, minimum=0)
             pairs.extend((item["kind"], k) for k in shots)
     else:
         shots = _int_list(matrix.get("shots", [1]), "matrix.shots", problems, minimum=0)
@@ -451,13 +480,23 @@ def _parse_methods(value: Any, problems: list[str]) -> list[MethodEntry]:
         own_bb = None
         if "backbones" in item:
             own_bb = tuple(_parse_backbones(item["backbones"], problems, where=f"matrix.methods[{i}].backbones"))
+        own_kinds = None
+        if "kinds" in item:
+            kv = item["kinds"]
+            if not isinstance(kv, list) or not kv or not all(isinstance(k, str) and k in ANNOTATION_KINDS for k in kv):
+                problems.append(f"matrix.methods[{i}].kinds must be a non-empty list of {', '.join(ANNOTATION_KINDS)}; got {kv!r}")
+            else:
+                own_kinds = tuple(kv)
+        own_ks = None
+        if "kind_shots" in item:
+            own_ks = tuple(_parse_kind_shots({"kind_shots": item["kind_shots"]}, problems, where=f"matrix.methods[{i}].kind_shots"))
         label = str(item.get("label", item["name"]))
         if "label" in item and (not label or any(c in label for c in '/\\:*?"<>|') or label.startswith(".")):
             problems.append(
                 f"matrix.methods[{i}] label {label!r} cannot name a result file (no / \\ : * ? \" < > | or leading dot); "
                 "give it a plain 'label'"
             )
-        out.append(MethodEntry(item["name"], options, train, label, ckpt, own_bb))
+        out.append(MethodEntry(item["name"], options, train, label, ckpt, own_bb, own_kinds, own_ks))
     labels = [m.label for m in out]
     for lab in sorted({x for x in labels if labels.count(x) > 1}):
         problems.append(f"two methods share the label '{lab}'; give each a distinct 'label'")
@@ -506,7 +545,9 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, we
             problems.append(
                 f"method '{m.name}' has no option(s) {', '.join(bad)} (valid: {', '.join(sorted(cls.default_config)) or 'none'})"
             )
-        for kind, shot in suite.kind_shots:
+        if not suite.method_kind_shots(m):
+            problems.append(f"method '{m.label}': none of its kinds {', '.join(m.kinds or ())} is in the matrix's kinds")
+        for kind, shot in suite.method_kind_shots(m):
             why = cls.capabilities.supports(kind, shot)
             if why:
                 problems.append(f"method '{m.name}' does not support {why}; drop it from the matrix or use matrix.kind_shots")
@@ -544,13 +585,20 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, we
         if m.name not in known_methods:
             continue
         caps = get_method_class(m.name).capabilities
-        for kind in suite.kinds:
+        for kind in dict.fromkeys(k for k, _ in suite.method_kind_shots(m)):
             for name in sorted({bb.eval for bb in suite.method_backbones(m)}):
                 base, _ = split_backbone(name)
                 if base in known_bb:
                     why = caps.backbone_problem(kind, get_backbone_info(base))
                     if why:
                         problems.append(f"method '{m.label}': {why}; use a CLIP-style backbone for {kind} supports")
+    used = [c for c in suite.aux_conditions if c != "none"]
+    if used and "text" in suite.kinds:
+        problems.append("auxiliary supports need support images: drop kind 'text' from the matrix or 'aux' conditions")
+    if used and check_data:
+        from fssbench.auxiliary.supplier import settings_problems
+
+        problems.extend(settings_problems(suite.aux, used, weights_dir))
     try:
         get_protocol(suite.protocol.get("name", "hsnet"), **{k: v for k, v in suite.protocol.items() if k != "name"})
     except UserError as exc:

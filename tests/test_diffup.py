@@ -376,7 +376,7 @@ def test_prediction_outputs_and_trajectory_only_when_asked():
     assert p.scalars["pred_iou"].shape == (3,) and p.artefacts == {}
     m.options["record_trajectory"] = True
     b = batch()
-    assert set(m.predict(b).artefacts) == {"trajectory", "error_maps", "prior_lowres"}
+    assert set(m.predict(b).artefacts) == {"trajectory", "error_maps", "prior_lowres", "trajectory_remaining", "error_maps_noise"}
     cond = m.conditions(b, "mask", b.support_fg, b.support_bg, "cosine")
     prob, _, a = m.sample(cond, b)
     assert a["trajectory"].shape == (3, 6, 16, 16) and a["error_maps"].shape == (3, 3, 16, 16)
@@ -496,6 +496,7 @@ def test_bf16_autocast_predicts():
         ({"sampling_steps": 30}, "sampling_steps"),
         ({"selected": -1}, "selected"),
         ({"query_info": ["hog"]}, "query_info"),
+        ({"prior_norm": "zscore"}, "prior_norm"),
     ],
 )
 def test_bad_options_are_one_line_errors(opts, what):
@@ -512,6 +513,15 @@ def test_minor_options_act():
     fg_mean = c.levels[0][:, 0]  # one cue: its mean is its own normalised map
     assert torch.allclose(fg_mean.amin(dim=(1, 2)), torch.zeros(3), atol=1e-6)
     assert torch.allclose(fg_mean.amax(dim=(1, 2)), torch.ones(3), atol=1e-6)
+    # prior_norm: standard gives every condition map zero mean and unit spread, the fused
+    # probability (drift target, "prior" output) stays that of the raw priors
+    raw = DiffUp(bb, augment=0, **TINY).conditions(b, "mask", b.support_fg, b.support_bg, "cosine")
+    c = DiffUp(bb, prior_norm="standard", augment=0, **TINY).conditions(b, "mask", b.support_fg, b.support_bg, "cosine")
+    fg_mean = c.levels[0][:, 0]  # (the toy's deeper maps are constant: those become 0)
+    assert torch.allclose(fg_mean.mean(dim=(1, 2)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(fg_mean.std(dim=(1, 2), unbiased=False), torch.ones(3), atol=1e-3)
+    assert c.levels[-1][:, 0].abs().max() < 1e-2
+    assert torch.equal(c.prob, raw.prob) and not torch.allclose(c.levels[0][:, 0], raw.levels[0][:, 0])
     # offset_scale scales the condition mean
     m = DiffUp(bb, offset_scale=2.0, **TINY)
     c = m.conditions(b, "mask", b.support_fg, b.support_bg, "cosine")
@@ -529,3 +539,52 @@ def test_minor_options_act():
     # the cosine schedule also ends (almost) at pure noise, with decreasing alpha-bar
     ab = torch.cumprod(1 - make_betas(250, "cosine").double(), 0)
     assert ab[-1] < 1e-4 and bool((ab[1:] < ab[:-1]).all())
+
+
+@pytest.mark.parametrize("quality", ["full", "no_iou", "no_err", "none"])
+def test_quality_ablations_drop_what_they_name_and_still_train_and_sample(quality):
+    """Table 6's DQM ablations: each variant builds, trains one step and samples; the heads and
+    losses it drops are gone (no parameter, zero loss term, no pred_iou output)."""
+    bb = ToyBackbone(width=8)
+    torch.manual_seed(0)
+    m = DiffUp(bb, quality=quality, augment=0, **TINY)
+    names = {n for n, _ in m.named_parameters()}
+    has = {"err": any(".dqm.error." in n for n in names), "iou": any(".dqm.iou." in n for n in names),
+           "qscm": any(".qscm." in n for n in names)}
+    want = {"full": (True, True, True), "no_iou": (True, False, True), "no_err": (True, True, True), "none": (False, False, False)}
+    assert (has["err"], has["iou"], has["qscm"]) == want[quality]
+    loss, parts = m.loss(batch())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert (parts["err"] == 0.0) == (quality == "none") and (parts["iou"] == 0.0) == (quality in ("none", "no_iou"))
+    m.eval()
+    pred = m.predict(batch())
+    assert pred.scores.shape[1] == 2 and ("pred_iou" in pred.scalars) == (quality in ("full", "no_err"))
+    if quality in ("full", "no_err"):  # what the DQM SCMs are conditioned on: e^, or nothing
+        seen = []
+        for q in m.unet.qscm:
+            q.register_forward_hook(lambda mod, args, out: seen.append(args[1].abs().max().item()))
+        m.predict(batch())
+        assert seen and (max(seen) == 0.0) == (quality == "no_err")
+    with pytest.raises(UserError, match="quality"):
+        DiffUp(bb, quality="half", **TINY)
+
+
+def test_decoders_from_before_the_quality_option_still_load(tmp_path):
+    """A decoder file written before `quality` existed (its options lack the key) loads into the
+    default model; one trained with an ablation does not load into the full model."""
+    from fssbench.engine.checkpoint import load_decoder, save_decoder
+
+    bb = ToyBackbone(width=8)
+    torch.manual_seed(0)
+    full = DiffUp(bb, **TINY)
+    assert "quality" not in DiffUp.training_options(full.options)
+    p = tmp_path / "d.pt"
+    save_decoder(full, p)
+    ck = torch.load(p, weights_only=True)
+    assert "quality" not in ck["options"]  # what an older fssbench wrote, too
+    load_decoder(p, DiffUp(bb, **TINY))
+    load_decoder(p, DiffUp(bb, quality="full", **TINY))
+    save_decoder(DiffUp(bb, quality="none", **TINY), p)
+    with pytest.raises(UserError, match="quality"):
+        load_decoder(p, DiffUp(bb, **TINY))

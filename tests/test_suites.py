@@ -14,6 +14,7 @@ from fssbench.suite import load_suite
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = sorted((ROOT / "suites").glob("*.yaml"))
 UPGRADE = ROOT / "suites" / "backbone_upgrade.yaml"
+DIFFSS = ROOT / "suites" / "diffss_aug.yaml"
 ZOO = ["zoo-rn-s", "zoo-rn-m", "zoo-vit", "zoo-clip-rn"]
 
 
@@ -47,6 +48,15 @@ def test_backbone_upgrade_quick_is_the_full_zoo_matrix_for_every_method():
     assert not any(r.config.get("incompatible") for r in runs if r.config["method"] != "hsnet")
     # one decoder per (method, training backbone): evaluation backbones never re-train
     assert len({r.decoder_id for r in runs if r.config["method"] == "diffup"}) == 4
+
+
+def test_backbone_upgrade_full_profile_adds_only_hsnets_vit_row():
+    quick = {r.run_id for r in load_suite(UPGRADE, "quick", check_data=False).expand()}
+    full = load_suite(UPGRADE, "full", check_data=False).expand()
+    extra = [r for r in full if r.run_id not in quick]
+    assert quick <= {r.run_id for r in full}  # the quick profile's runs, same ids: reused, never re-run
+    assert {(r.config["method"], r.config["train_backbone"]) for r in extra} == {("hsnet", "zoo-vit")}
+    assert _pairs(extra, "hsnet") == {("zoo-vit", b) for b in ZOO}
 
 
 def test_backbone_upgrade_ci_profile_gates_the_quick_diffup_decoder():
@@ -113,3 +123,50 @@ episodes: 4
     f.write_text(base.replace("BB", "[no-such-net]"))
     with pytest.raises(UserError, match="unknown backbone 'no-such-net'"):
         load_suite(f)
+
+
+def test_diffss_suite_pairs_every_condition_with_its_plain_run():
+    runs = load_suite(DIFFSS, "quick", check_data=False).expand()
+    methods = {"prototype", "hsnet", "hm", "diffup"}
+    assert {r.config["method"] for r in runs} == methods and {r.config["shot"] for r in runs} == {1}
+    for m in methods:
+        mine = [r for r in runs if r.config["method"] == m]
+        assert sorted((r.config.get("aux") or {}).get("condition", "none") for r in mine) == ["hed", "mask", "none", "scribble"]
+        assert len({r.decoder_id for r in mine}) == 1  # auxiliary supports never re-train
+        assert all(r.config["aux"]["backend"] == "offline" and r.config["aux"]["aux_shots"] == 4 for r in mine if r.config.get("aux"))
+    paper = load_suite(DIFFSS, "paper", check_data=False).expand()
+    assert {r.config["fold"] for r in paper} == {0, 1, 2, 3}
+    assert {r.config["aux"]["backend"] for r in paper if r.config.get("aux")} == {"controlnet"}
+    cfg = next(r.config["aux"] for r in paper if r.config.get("aux"))
+    assert (cfg["guidance"], cfg["size"], cfg["aux_shots"]) == (9.0, 512, 4) and "a real shot photo of" in cfg["prompt"]
+
+
+def test_diffss_paper_profile_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FSSBENCH_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    main(["run", str(DIFFSS), "--profile", "paper", "--dry-run"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(DIFFSS), "--profile", "paper"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exc.value.code != 0 and "Traceback" not in err
+    assert len(lines) == 3, err  # data root, in1k-rn50, the ControlNet folders (one line)
+    assert any("controlnet/sd-controlnet-hed/" in line and "--weights-dir" in line for line in lines), err
+    assert not (tmp_path / "results").exists()
+
+
+def test_options_added_later_keep_earlier_run_ids_at_their_default():
+    """DiffUp's `quality` came after results existed: at its default it stays out of the run config
+    (same run and decoder ids as before); set to anything else it is recorded like every option."""
+    from fssbench.methods import get_method_class
+
+    cls = get_method_class("diffup")
+    assert "quality" in cls.quiet_defaults and "quality" not in cls.resolved_options({})
+    assert cls.resolved_options({"quality": "none"})["quality"] == "none"
+    runs = load_suite(UPGRADE, "quick", check_data=False).expand()
+    assert not any("quality" in r.config["method_options"] for r in runs if r.config["method"] == "diffup")
+    abl = load_suite(ROOT / "suites" / "ablation.yaml", "quick", check_data=False).expand()
+    assert {r.config["method_options"].get("quality") for r in abl} == {None, "no_err", "no_iou", "none"}

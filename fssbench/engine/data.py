@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -55,11 +55,15 @@ def iter_episodes(
     protocol: Protocol,
     *,
     prefetch: int = 2,
+    extend: Callable[[RawEpisode], RawEpisode] | None = None,
 ) -> Iterator[Episode]:
-    """Load and prepare episodes in order, decoding a few ahead on a background thread."""
+    """Load and prepare episodes in order, decoding a few ahead on a background thread.
+    ``extend`` changes each loaded episode before the protocol sees it (auxiliary shots)."""
 
     def load(spec: EpisodeSpec) -> Episode:
         raw: RawEpisode = load_raw_episode(dataset, spec, fold, kind)
+        if extend is not None:
+            raw = extend(raw)
         return protocol.prepare(raw)
 
     if prefetch <= 0:

@@ -27,7 +27,7 @@ import torch
 
 from fssbench.datasets.base import FSSDataset
 from fssbench.engine.data import batched, iter_episodes
-from fssbench.episode import Episode, EpisodeSpec, collate
+from fssbench.episode import Episode, EpisodeSpec, RawEpisode, collate
 from fssbench.methods import Method, Prediction, as_prediction
 from fssbench.metrics import EpisodeRecord, IoUMeter, bootstrap_ci
 from fssbench.protocols import Protocol
@@ -127,6 +127,8 @@ def _artefact(pred: Prediction, i: int, ep: Episode) -> dict[str, np.ndarray]:
     }
     if ep.support_fg is not None:
         arrays["support_fg"] = ep.support_fg.numpy()
+    if ep.support_bg is not None:
+        arrays["support_bg"] = ep.support_bg.numpy()
     for name, t in {**pred.masks, **pred.artefacts}.items():
         arrays[f"out.{name}"] = t[i].numpy()
     return arrays
@@ -148,10 +150,16 @@ def evaluate(
     artefacts: int = 0,
     n_boot: int = 1000,
     on_progress: Callable[[int], None] | None = None,
+    extend: Callable[[RawEpisode], RawEpisode] | None = None,
+    episode_extras: Callable[[int], dict[str, float]] | None = None,
+    episode_artefacts: Callable[[int], dict[str, np.ndarray]] | None = None,
 ) -> EvalOutput:
     """Score ``method`` on the frozen ``specs``; ``on_progress(n)`` is called after each batch.
 
     ``artefacts``: keep the arrays of the first that many episodes (in ``specs`` order).
+    ``extend``: applied to each loaded episode before the protocol (auxiliary shots);
+    ``episode_extras`` / ``episode_artefacts``: more numbers for an episode's record, more arrays
+    for its artefacts (by episode id), from whoever extended it.
     """
     start = time.perf_counter()
     device = torch.device(device)
@@ -161,7 +169,7 @@ def evaluate(
     kept: dict[int, dict[str, np.ndarray]] = {}
     declared = frozenset(method.mask_outputs)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-    for group in batched(iter_episodes(dataset, specs, fold, kind, protocol), bs):
+    for group in batched(iter_episodes(dataset, specs, fold, kind, protocol, extend=extend), bs):
         batch = collate(group, sampling_seed=sampling_seed).to(device)
         with autocast:
             pred = as_prediction(method.predict(batch))
@@ -172,9 +180,14 @@ def evaluate(
             artefacts={k: v.float().cpu() for k, v in pred.artefacts.items()},
         )
         for i, ep in enumerate(group):
-            records.append(_record(protocol, pred, i, ep, declared))
+            rec = _record(protocol, pred, i, ep, declared)
+            if episode_extras is not None:
+                rec = rec.with_extras(**episode_extras(ep.spec.episode_id))
+            records.append(rec)
             if len(kept) < artefacts:
                 kept[ep.spec.episode_id] = _artefact(pred, i, ep)
+                if episode_artefacts is not None:
+                    kept[ep.spec.episode_id].update(episode_artefacts(ep.spec.episode_id))
         if on_progress is not None:
             on_progress(len(group))
         del batch, pred, group

@@ -46,7 +46,7 @@ from fssbench.report.identity import (
     short_id,
     split_identity,
 )
-from fssbench.report.labels import backbone_label, disambiguate, method_label
+from fssbench.report.labels import aux_label, backbone_label, disambiguate, method_label
 from fssbench.results import RunResult
 
 METRICS: tuple[str, ...] = ("miou", "fbiou")
@@ -216,8 +216,8 @@ def assign_rows(stats: Sequence[RunStats]) -> tuple[dict[str, Row], list[Row]]:
     for row in rows.values():
         by_table.setdefault(row.table, []).append(row)
     for members in by_table.values():
-        labels = disambiguate([method_label(r.method, json.loads(r.options)) for r in members], [r.ident for r in members],
-                              groups=[(r.backbone, r.kind) for r in members])
+        labels = disambiguate([method_label(r.method, json.loads(r.options)) + aux_label(r.ident.get("aux")) for r in members],
+                              [r.ident for r in members], groups=[(r.backbone, r.kind) for r in members])
         for r, lab in zip(members, labels):
             r.label = lab
     ordered = sorted(rows.values(), key=lambda r: (r.table, r.sort_key()))

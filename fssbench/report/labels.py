@@ -57,6 +57,13 @@ def method_label(method: str, options: Any) -> str:
     return f"{method} ({lab})" if lab else str(method)
 
 
+def aux_label(aux: Any) -> str:
+    """`` + aux 4×mask (offline)`` for a run config's ``aux`` ("" without auxiliary supports)."""
+    if not isinstance(aux, Mapping) or not aux:
+        return ""
+    return f" + aux {aux.get('aux_shots')}×{aux.get('condition')} ({aux.get('backend')})"
+
+
 def backbone_label(train: str, eval_: str, arrow: str = "→") -> str:
     return str(train) if train == eval_ or not eval_ else f"{train}{arrow}{eval_}"
 

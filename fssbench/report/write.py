@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from fssbench.report.auxiliary import aux_frame, aux_markdown, figure_aux_panel
 from fssbench.report.cells import compute_cells
 from fssbench.report.figures import figure_folds, figure_kshot, figure_stitching, kshot_supported, stitching_groups
 from fssbench.report.frames import Suite, load_suite
 from fssbench.report.identity import is_control
+from fssbench.report.panels import figure_error_maps, figure_qualitative, figure_sensitivity, figure_trajectories
 from fssbench.report.outputs import output_cells, output_deltas, output_deltas_markdown, output_tables
 from fssbench.report.parameters import parameters_markdown
 from fssbench.report.paired import paired_comparisons, paired_markdown, reliance_markdown, support_reliance
@@ -120,12 +122,22 @@ def write_report(
         csv("upgrade.csv", upgrades, "backbone upgrade table (CSV)")
         text("stitched_vs_retrained.md", retrained_markdown(upgrades),
              "per evaluation backbone: its re-trained decoder vs every decoder stitched onto it, paired Δ")
+    auxdf = aux_frame(main, n_boot=n_boot, seed=seed, n_perm=n_perm)
+    if not auxdf.empty:
+        text("auxiliary.md", aux_markdown(auxdf), "auxiliary supports: mIoU without / with, paired Δ, fallbacks")
+        csv("auxiliary.csv", auxdf, "auxiliary supports (CSV)")
     params = parameters_markdown(main)
     if params:
         text("parameters.md", params, "trainable parameters per method and training backbone")
     priors = prior_iou_frame(main)
 
     if figures:
+        for paths, what in [*figure_sensitivity(cells, out), *figure_qualitative(main, suite.directory, out),
+                            *figure_trajectories(main, suite.directory, out), *figure_error_maps(main, suite.directory, out)]:
+            written.extend(Written(p, what) for p in paths)
+        if not auxdf.empty:
+            for p in figure_aux_panel(main, suite.directory, out):
+                written.append(Written(p, "support / condition / auxiliary images per condition (panel)"))
         if not priors.empty:
             for p in figure_prior_iou(priors, out):
                 written.append(Written(p, "per-episode prior IoU per evaluation backbone: histogram + KDE (Fig. 6 layout)"))
@@ -153,6 +165,8 @@ def write_report(
         lines += [reliance_markdown(reliance, unmatched), ""]
     if not upgrades.empty:
         lines += [upgrade_markdown(upgrades, suite.incompatible).replace("# Backbone", "## Backbone", 1), ""]
+    if not auxdf.empty:
+        lines += [aux_markdown(auxdf).replace("# Auxiliary", "## Auxiliary", 1), ""]
     if params:
         lines += [params.replace("# Trainable", "## Trainable", 1), ""]
     lines += ["## Files", ""]

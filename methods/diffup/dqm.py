@@ -77,13 +77,13 @@ class IoUHead(nn.Module):
 
 
 class DQM(nn.Module):
-    """Both quality heads; returns (e^, IoU^)."""
+    """The quality heads; returns (e^, IoU^), IoU^ ``None`` without the IoU head (``iou=False``)."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, iou: bool = True) -> None:
         super().__init__()
         self.error = ErrorHead(hidden)
-        self.iou = IoUHead(hidden)
+        self.iou = IoUHead(hidden) if iou else None
 
-    def forward(self, xt: torch.Tensor, image: torch.Tensor, tfrac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, xt: torch.Tensor, image: torch.Tensor, tfrac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         err = self.error(xt, image, tfrac)
-        return err, self.iou(xt, image, err, tfrac)
+        return err, (self.iou(xt, image, err, tfrac) if self.iou is not None else None)

@@ -38,7 +38,7 @@ from methods.diffup.baft import AUGMENTATIONS, IDENTITY, View, parse_transform, 
 from methods.diffup.diffusion import PREDICTIONS, build_scheduler
 from methods.diffup.dqm import error_target, iou_target
 from methods.diffup.query_info import check_info, info_channels, load_vae, query_info
-from methods.diffup.uapf import LEVEL_RULES, fuse, layer_groups, level_sizes, prior_channels, select_layers
+from methods.diffup.uapf import LEVEL_RULES, PRIOR_NORMS, fuse, layer_groups, level_sizes, prior_channels, select_layers
 from methods.diffup.unet import UNet, area
 
 VISUAL_KINDS = ("mask", "bbox", "scribble", "image")
@@ -98,7 +98,7 @@ class DiffUp(Method):
         "affinity_tau": 0.1,  # softmax temperature of the query self-affinity
         # UAPF
         "level_rule": "stage",  # "stage" | "depth": how layers map onto the U-Net levels
-        "prior_norm": "none",  # "none" | "minmax": per-map normalisation of each level's priors
+        "prior_norm": "none",  # "none" | "minmax" | "standard": per-map normalisation of the condition priors
         "augment": 3,  # augmented views per support (flip, 0.75x, colour, flip+1.25x: the first n)
         "augment_shots": "one",  # "one": augment only at k = 1 (the paper), "all": at every k
         "selected": 2,  # priors selected as extra UAPF outputs
@@ -108,6 +108,7 @@ class DiffUp(Method):
         "query_info": ["sobel", "canny"],  # backbone-independent query information ("vae" needs vae_path)
         "vae_path": None,  # local diffusers AutoencoderKL folder (query_info "vae")
         "lfe": False,  # low-level feature enhancement: ties the decoder to its backbone
+        "quality": "full",  # DQM ablation: "full" | "no_iou" | "no_err" | "none" (methods.diffup.unet)
         "lambda_err": 1.0,
         "lambda_iou": 1.0,
         # diffusion
@@ -128,6 +129,7 @@ class DiffUp(Method):
         {"transform", "sampling_steps", "ensemble", "eta", "record_trajectory"}
     )
     mask_outputs: ClassVar[frozenset[str]] = frozenset({"prior"})
+    quiet_defaults: ClassVar[frozenset[str]] = frozenset({"quality"})
     default_train: ClassVar[TrainConfig] = TrainConfig(
         optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=8, schedule="constant", shot=1, kind="mask"
     )
@@ -145,8 +147,8 @@ class DiffUp(Method):
         _num("affinity_tau", o["affinity_tau"], 0.0, strict=True)
         if o["level_rule"] not in LEVEL_RULES:
             raise UserError(f"diffup option level_rule must be one of {', '.join(LEVEL_RULES)}, got {o['level_rule']!r}")
-        if o["prior_norm"] not in ("none", "minmax"):
-            raise UserError(f"diffup option prior_norm must be none or minmax, got {o['prior_norm']!r}")
+        if o["prior_norm"] not in PRIOR_NORMS:
+            raise UserError(f"diffup option prior_norm must be one of {', '.join(PRIOR_NORMS)}, got {o['prior_norm']!r}")
         _int("augment", o["augment"], 0)
         if o["augment"] > len(AUGMENTATIONS):
             raise UserError(f"diffup option augment must be at most {len(AUGMENTATIONS)}, got {o['augment']}")
@@ -159,6 +161,8 @@ class DiffUp(Method):
             raise UserError(f"diffup option width must be a multiple of 4, got {o['width']}")
         self.info_names = check_info(o["query_info"])
         _bool("lfe", o["lfe"])
+        if o["quality"] not in UNet.QUALITY:
+            raise UserError(f"diffup option quality must be one of {', '.join(UNet.QUALITY)}, got {o['quality']!r}")
         _num("lambda_err", o["lambda_err"])
         _num("lambda_iou", o["lambda_iou"])
         _num("offset_scale", o["offset_scale"])
@@ -181,7 +185,7 @@ class DiffUp(Method):
         self._configure(backbone)
         cond = prior_channels(o["selected"]) + info_channels(self.info_names)
         lfe_ch = self._lfe_layer(backbone).channels if o["lfe"] else None
-        self.unet = UNet(o["width"], cond, o["timesteps"], lfe_ch)
+        self.unet = UNet(o["width"], cond, o["timesteps"], lfe_ch, quality=o["quality"])
         vae = load_vae(o["vae_path"]) if "vae" in self.info_names else None
         object.__setattr__(self, "vae", vae)  # frozen, not part of the decoder's state
 
@@ -317,8 +321,9 @@ class DiffUp(Method):
         target = noise if o["prediction"] == "epsilon" else x0
         denom = valid.sum().clamp_min(1.0)
         l_diff = ((out.float() - target) ** 2 * valid).sum() / denom
-        l_err = ((err.float() - error_target(x0, xt)) ** 2 * valid).sum() / denom
-        l_iou = ((iou.float() - iou_target(xt, x0, valid)) ** 2).mean()
+        zero = l_diff.new_zeros(())
+        l_err = ((err.float() - error_target(x0, xt)) ** 2 * valid).sum() / denom if err is not None else zero
+        l_iou = ((iou.float() - iou_target(xt, x0, valid)) ** 2).mean() if iou is not None else zero
         loss = l_diff + float(o["lambda_err"]) * l_err + float(o["lambda_iou"]) * l_iou
         return loss, {"loss": float(loss.detach()), "diff": float(l_diff.detach()), "err": float(l_err.detach()), "iou": float(l_iou.detach())}
 
@@ -366,8 +371,9 @@ class DiffUp(Method):
             if record and i in marks:
                 traj.update({k: prob_of(x) for k in marks[i]})
             tt = torch.full((b * n,), t, device=x.device, dtype=torch.long)
-            out, err, iou = self.unet(x, tt, levels, image, lfe)
-            if record and i in err_steps:
+            out, err, step_iou = self.unet(x, tt, levels, image, lfe)
+            iou = step_iou if step_iou is not None else torch.full((b * n,), float("nan"), device=x.device)
+            if record and i in err_steps and err is not None:
                 errs.update({k: err.float().view(b, n, r, r).mean(1) for k in err_steps[i]})
             noise = batch.randn(n, 1, r, r).flatten(0, 1) if eta > 0 else None
             x = sched.step(out.float(), t, x, offset, eta=eta, noise=noise).float()
@@ -375,8 +381,13 @@ class DiffUp(Method):
         if record:
             traj.update({k: prob_of(x) for k in marks[steps]})
             arts["trajectory"] = torch.stack([traj[k] for k in sorted(traj)], dim=1)
-            arts["error_maps"] = torch.stack([errs[k] for k in sorted(errs)], dim=1)
+            if errs:
+                arts["error_maps"] = torch.stack([errs[k] for k in sorted(errs)], dim=1)
             arts["prior_lowres"] = cond.prob[:, 0].float()
+            # the x-axis of the report's trajectory / error-map figures (the same for every episode)
+            arts["trajectory_remaining"] = torch.tensor(TRAJECTORY_FRACTIONS).repeat(b, 1)
+            if errs:
+                arts["error_maps_noise"] = torch.tensor(ERROR_NOISE_LEVELS).repeat(b, 1)
         return prob_of(x)[:, None], iou.float().view(b, n).mean(1), arts
 
     @torch.no_grad()
@@ -388,7 +399,9 @@ class DiffUp(Method):
         prob, pred_iou, arts = self.sample(cond, batch)
         up = F.interpolate(prob, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
         prior = F.interpolate(cond.prob.float(), size=size, mode="bilinear", align_corners=False).clamp(0, 1)[:, 0]
-        return Prediction(scores=torch.cat([1 - up, up], dim=1), masks={"prior": prior}, scalars={"pred_iou": pred_iou}, artefacts=arts)
+        has_iou = self.unet.dqm is not None and self.unet.dqm.iou is not None
+        scalars = {"pred_iou": pred_iou} if has_iou else {}
+        return Prediction(scores=torch.cat([1 - up, up], dim=1), masks={"prior": prior}, scalars=scalars, artefacts=arts)
 
     def parameter_count(self) -> int:
         """Trainable parameters (the U-Net and DQM; the same for every backbone unless ``lfe``)."""

@@ -121,6 +121,19 @@ def minmax(x: torch.Tensor) -> torch.Tensor:
     return torch.where(rng > 1e-6, (x - lo) / rng.clamp_min(1e-6), torch.full_like(x, 0.5))
 
 
+def standardise(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Per-map standardisation of ``[..., h, w]`` to zero mean and unit standard deviation (a
+    constant map becomes 0). Why: backbones differ in how far their priors spread around their own
+    level (a CNN's cosine priors sit in a narrow band, a ViT's wider); standardised maps give the
+    decoder the *shape* of each prior on one scale, whatever the backbone."""
+    mu = x.mean(dim=(-2, -1), keepdim=True)
+    sd = x.var(dim=(-2, -1), keepdim=True, unbiased=False).sqrt()
+    return (x - mu) / sd.clamp_min(eps)
+
+
+PRIOR_NORMS = ("none", "minmax", "standard")
+
+
 @torch.no_grad()
 def fuse(
     layer_priors: dict[str, LayerPriors],
@@ -141,10 +154,15 @@ def fuse(
             r = _resize(p.flatten(1, 2), s).view(b, v, 2, s, s)
             acc = r if acc is None else acc + r
         group_maps[j] = acc / len(names)
+    if norm not in PRIOR_NORMS:
+        raise UserError(f"diffup option prior_norm must be one of {', '.join(PRIOR_NORMS)}, got {norm!r}")
+    # the fused probability (the offset process's drift target and the "prior" output) comes from
+    # the raw maps under "standard", so that only the decoder's condition channels change
+    raw_means = [m.mean(dim=1) for m in group_maps]
     if norm == "minmax":
         group_maps = [minmax(m) for m in group_maps]
-    elif norm != "none":
-        raise UserError(f"diffup option prior_norm must be none or minmax, got {norm!r}")
+    elif norm == "standard":
+        group_maps = [standardise(m) for m in group_maps]
     means = [m.mean(dim=1) for m in group_maps]  # [B, 2, s, s]
     stds = [m.var(dim=1, unbiased=False).clamp_min(0).sqrt() for m in group_maps]
     # selection: the cues nearest the mean over every level (ties: lower index first)
@@ -158,6 +176,7 @@ def fuse(
         sel = m.gather(1, idx).flatten(1, 2)  # [B, 2M, s, s]
         levels.append(torch.cat([mu, sd, sel], dim=1))
     # fused foreground probability: per level fg / (fg + bg), averaged over levels 0..2 at R
-    probs = [_resize(mu[:, :1] / (mu[:, :1] + mu[:, 1:2]).clamp_min(1e-6), sizes[0]) for mu in means[:GROUPS]]
+    prob_means = raw_means if norm == "standard" else means
+    probs = [_resize(mu[:, :1] / (mu[:, :1] + mu[:, 1:2]).clamp_min(1e-6), sizes[0]) for mu in prob_means[:GROUPS]]
     prob = (sum(probs) / len(probs)).clamp(0.0, 1.0)
     return Fused(levels=levels, prob=prob)

@@ -15,6 +15,11 @@ Each block is a residual block (GroupNorm-SiLU-conv twice) followed by
 2. the **DQM SCM**: the same module with the resized predicted error map as the condition and the
    embedding of the predicted IoU in place of the time embedding (Eqs. 18-20).
 
+``quality`` ablates the DQM (the paper's Table 6): ``full`` (default) as above; ``no_iou`` drops the
+IoU head and the IoU embedding (the DQM SCM keeps the error-map condition, with no embedding);
+``no_err`` keeps both heads but gives the DQM SCM no error map (a zero condition); ``none`` drops the
+DQM and its SCMs altogether (a U-Net with the prior SCMs only).
+
 The last conv of every SCM is zero-initialised, so at initialisation each SCM is a plain instance
 norm and training starts from an unconditioned U-Net. The condition channels are fixed by the
 options (priors, query information), never by the backbone: the parameter count is the same for
@@ -105,22 +110,30 @@ class UNet(nn.Module):
 
     LEVEL_OF_BLOCK = (0, 1, 2, 3, 2, 1, 0)  # enc1, enc2, enc3, mid, dec3, dec2, dec1
 
-    def __init__(self, width: int, cond_channels: int, timesteps: int, lfe_channels: int | None = None) -> None:
+    QUALITY = ("full", "no_iou", "no_err", "none")
+
+    def __init__(
+        self, width: int, cond_channels: int, timesteps: int, lfe_channels: int | None = None, quality: str = "full"
+    ) -> None:
         super().__init__()
         if not isinstance(width, int) or width < 4 or width % 4:
             raise ValueError(f"width must be a multiple of 4, >= 4; got {width!r}")
+        if quality not in self.QUALITY:
+            raise ValueError(f"quality must be one of {', '.join(self.QUALITY)}; got {quality!r}")
+        self.quality = quality
         c0, c1, c2 = width, 2 * width, 4 * width
         cm, emb = 4 * width, 4 * width
         self.timesteps = timesteps
         self.time = Embedding(width, emb)
-        self.iou = Embedding(width, emb)
-        self.dqm = DQM(max(8, width))
+        self.emb_dim = emb
+        self.iou = Embedding(width, emb) if quality in ("full", "no_err") else None
+        self.dqm = DQM(max(8, width), iou=quality != "no_iou") if quality != "none" else None
         self.inp = nn.Conv2d(1, c0, 3, padding=1)
         self.lfe = nn.Conv2d(lfe_channels, c0, 1) if lfe_channels else None
         chans = [(c0, c0), (c0, c1), (c1, c2), (c2, cm), (cm + c2, c2), (c2 + c1, c1), (c1 + c0, c0)]
         self.blocks = nn.ModuleList(ResBlock(a, b) for a, b in chans)
         self.scm = nn.ModuleList(SCM(b, cond_channels, emb, max(8, b // 2)) for _, b in chans)
-        self.qscm = nn.ModuleList(SCM(b, 1, emb, max(8, b // 4)) for _, b in chans)
+        self.qscm = nn.ModuleList(SCM(b, 1, emb, max(8, b // 4)) for _, b in chans) if quality != "none" else None
         self.down = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in (c0, c1, c2))
         self.out = nn.Sequential(nn.GroupNorm(_groups(c0), c0), nn.SiLU(), nn.Conv2d(c0, 1, 3, padding=1))
 
@@ -131,29 +144,37 @@ class UNet(nn.Module):
         conds: Sequence[torch.Tensor],
         image: torch.Tensor,
         lfe: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(model output, e^ or ``None``, IoU^ or ``None``): the heads ``quality`` keeps."""
         size = xt.shape[-1]
         tfrac = (t.float() / (self.timesteps - 1)).view(-1, 1, 1, 1).expand(-1, 1, size, size).to(xt.dtype)
-        err, iou = self.dqm(xt, image.to(xt.dtype), tfrac)
+        err = iou = None
+        if self.dqm is not None:
+            err, iou = self.dqm(xt, image.to(xt.dtype), tfrac)
         temb = self.time(t)
-        iemb = self.iou(iou.float() * (self.timesteps - 1))
+        if self.iou is not None and iou is not None:
+            iemb = self.iou(iou.float() * (self.timesteps - 1))
+        else:
+            iemb = torch.zeros(xt.shape[0], self.emb_dim, device=xt.device, dtype=temb.dtype)
+        qcond = err if (err is not None and self.quality != "no_err") else torch.zeros_like(xt)
         h = self.inp(xt)
         if self.lfe is not None:
             if lfe is None:
                 raise ValueError("this U-Net was built with lfe and needs the low-level feature")
             h = h + F.interpolate(self.lfe(lfe.to(h.dtype)), size=(size, size), mode="bilinear", align_corners=False)
-        xts, errs = [xt], [err]  # x_t and e^ at every level (self-conditioning inputs)
+        xts, errs = [xt], [qcond]  # x_t and e^ at every level (self-conditioning inputs)
         for _ in range(3):
             xts.append(F.avg_pool2d(xts[-1], 2))
             errs.append(F.avg_pool2d(errs[-1], 2))
         skips: list[torch.Tensor] = []
-        for i, (block, scm, qscm) in enumerate(zip(self.blocks, self.scm, self.qscm)):
+        for i, (block, scm) in enumerate(zip(self.blocks, self.scm)):
             if i >= 4:
                 h = torch.cat([F.interpolate(h, scale_factor=2.0, mode="nearest"), skips.pop()], dim=1)
             h = block(h)
             lvl = self.LEVEL_OF_BLOCK[i]
             h = scm(h, conds[lvl], xts[lvl], temb)
-            h = qscm(h, errs[lvl], xts[lvl], iemb)
+            if self.qscm is not None:
+                h = self.qscm[i](h, errs[lvl], xts[lvl], iemb)
             if i < 3:
                 skips.append(h)
                 h = self.down[i](h)
