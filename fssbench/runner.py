@@ -354,7 +354,7 @@ def check_released(ctx: StageContext) -> None:
             ctx.runner.load_decoder_into(method, e.run)
 
 
-def _in_workers(ctx: StageContext, n: int, task: Callable[["StageContext", int], None], done: Callable[[], None]) -> None:
+def _in_workers(ctx: StageContext, n: int, task: Callable[["StageContext", int], None], done: Callable[[int], None]) -> None:
     """Run ``task(ctx', i)`` for ``i < n``: on the CPU in single-threaded workers
     (``fssbench.workers``: the numbers do not depend on the core or worker count), on CUDA here."""
     from fssbench.workers import run_tasks
@@ -365,9 +365,9 @@ def _in_workers(ctx: StageContext, n: int, task: Callable[["StageContext", int],
     if ctx.runner.device.type != "cpu":
         for i in range(n):
             task(ctx, i)
-            done()
+            done(i)
         return
-    run_tasks(n, call, ctx.runner.workers, ctx.prog, ctx.say, lambda i, _: done())
+    run_tasks(n, call, ctx.runner.workers, ctx.prog, ctx.say, lambda i, _: done(i))
 
 
 def train_decoders(ctx: StageContext) -> None:
@@ -380,7 +380,7 @@ def train_decoders(ctx: StageContext) -> None:
 
     tasks = sorted(ctx.plan.pending_decoders, key=lambda t: -budget(t))
 
-    def done() -> None:
+    def done(_: int) -> None:
         ctx.stats["trained"] += 1
 
     _in_workers(ctx, len(tasks), lambda c, i: _train(c, tasks[i].decoder_id, tasks[i].run), done)
@@ -411,18 +411,44 @@ def generate_aux(ctx: StageContext) -> None:
 
 
 def evaluate_runs(ctx: StageContext) -> None:
-    """Every pending run, one result file each (several at a time on the CPU, one thread each)."""
+    """Every pending run, one result file each (several at a time on the CPU, one thread each).
+
+    With ``eval.shards: N`` a run's episodes are split into N contiguous parts evaluated as separate
+    tasks (each on its own worker), written as they finish, and merged in episode order into the
+    run's result once all are there: the same records and metrics as one worker, and a killed run
+    keeps its finished parts."""
+    r = ctx.runner
     pending = ctx.plan.pending_evaluations
     overall = ctx.prog.add_task("runs", total=len(pending))
+    units: list[tuple[Run, tuple[int, int] | None]] = []
+    left: dict[str, set[int]] = {}
+    for e in pending:
+        n = n_shards(r, e.run)
+        if n == 1:
+            units.append((e.run, None))
+            continue
+        todo = {i for i in range(n) if not part_file(r.out, e.run.run_id, i, n).is_file()}
+        left[e.run.run_id] = todo
+        units.extend((e.run, (i, n)) for i in sorted(todo))
+        if not todo:  # every part survived an earlier, interrupted run
+            _merge(r, e.run, n)
+            ctx.stats["evaluated"] += 1
+            ctx.prog.advance(overall)
 
-    def done() -> None:
+    def done(k: int) -> None:
+        run, part = units[k]
+        if part is not None:
+            left[run.run_id].discard(part[0])
+            if left[run.run_id]:
+                return
+            _merge(r, run, part[1])
         ctx.stats["evaluated"] += 1
         ctx.prog.advance(overall)
 
-    def task(c: StageContext, i: int) -> None:
-        _evaluate(c, pending[i].run)  # the result file is written by the worker; nothing to send back
+    def task(c: StageContext, k: int) -> None:
+        _evaluate(c, units[k][0], units[k][1])  # the worker writes the result (or part) file
 
-    _in_workers(ctx, len(pending), task, done)
+    _in_workers(ctx, len(units), task, done)
 
 
 DEFAULT_STAGES: tuple[Stage, ...] = (prepare_data, build_backbones, check_released, generate_aux, train_decoders, evaluate_runs)
@@ -491,7 +517,26 @@ def _save_artefacts(path: Path, arts: dict[int, dict[str, np.ndarray]]) -> None:
     tmp.replace(path)
 
 
-def _evaluate(ctx: StageContext, run: Run) -> RunResult:
+def n_shards(r: "SuiteRunner", run: Run) -> int:
+    """``eval.shards`` for this run (never more than its episodes; an incompatible cell is one)."""
+    if run.config.get("incompatible"):
+        return 1
+    return max(1, min(int(r.suite.eval.get("shards", 1)), int(run.config["episodes"])))
+
+
+def shard_bounds(n_items: int, i: int, n: int) -> tuple[int, int]:
+    """Episodes ``[lo, hi)`` of shard ``i`` of ``n``: contiguous blocks in episode order."""
+    return n_items * i // n, n_items * (i + 1) // n
+
+
+def part_file(out: Path, run_id: str, i: int, n: int) -> Path:
+    return out / "parts" / run_id / f"{i}-of-{n}.json"
+
+
+def _evaluate(ctx: StageContext, run: Run, part: tuple[int, int] | None = None) -> RunResult | None:
+    """Evaluate a run and write its result file; with ``part = (i, n)`` evaluate only shard ``i`` of
+    ``n`` and write that part's records (``parts/<run_id>/i-of-n.json``; :func:`_merge` makes the
+    result once every part is there)."""
     from fssbench.engine.evaluate import evaluate
 
     r = ctx.runner
@@ -519,8 +564,11 @@ def _evaluate(ctx: StageContext, run: Run) -> RunResult:
     lst = r.episode_list(run)
     specs = r.episode_specs(run)
     n_art = int(r.suite.eval.get("artefacts", 0))
+    lo, hi = shard_bounds(len(specs), *part) if part else (0, len(specs))
+    specs, n_art = specs[lo:hi], max(0, min(n_art - lo, hi - lo))
     aux = r.aux_supplier(run, keep_controls=n_art)
-    task = ctx.prog.add_task(escape(f"eval {run.run_id}"), total=len(specs))
+    what = f"eval {run.run_id}" + (f" [{part[0] + 1}/{part[1]}]" if part else "")
+    task = ctx.prog.add_task(escape(what), total=len(specs))
     out = evaluate(
         method,
         r.dataset(),
@@ -538,13 +586,12 @@ def _evaluate(ctx: StageContext, run: Run) -> RunResult:
         extend=None if aux is None else aux.extend,
         episode_extras=None if aux is None else (lambda eid: {"aux_fallbacks": float(aux.fallbacks.get(eid, 0))}),
         episode_artefacts=None if aux is None else (lambda eid: {"aux_control": aux.controls[eid]} if eid in aux.controls else {}),
+        summarize=part is None,
     )
     ctx.prog.remove_task(task)
-    if aux is not None:
-        out.metrics["aux"] = aux.summary([s.episode_id for s in specs])
-    env = environment()
+    aux_summary = None if aux is None else aux.summary([s.episode_id for s in specs])
     cls = type(method)
-    env |= {
+    env = environment() | {
         "started": started,
         "finished": time.time(),
         "eval_seconds": out.seconds,
@@ -552,28 +599,77 @@ def _evaluate(ctx: StageContext, run: Run) -> RunResult:
         "precision": "bf16-autocast" if r.device.type == "cuda" else "fp32",
         "torch_threads": torch.get_num_threads(),
         "autocast": "bfloat16" if r.device.type == "cuda" else None,
-        "eval_options": {k: cfg["method_options"][k] for k in sorted(cls.eval_options)},
+        "eval_options": {k: cfg["method_options"].get(k) for k in sorted(cls.eval_options)},
         "backbones": {
             "train": _backbone_provenance(r.backbone(cfg["train_backbone"])),
             "eval": _backbone_provenance(r.backbone(cfg["eval_backbone"])),
         },
         "trainable_parameters": sum(p.numel() for p in method.parameters()),
     }
-    if out.artefacts:
+    if part is not None:
+        path = part_file(r.out, run.run_id, *part)
+        if out.artefacts:
+            _save_artefacts(path.with_suffix(".npz"), out.artefacts)
+        body = {"part": list(part), "records": [x.to_dict() for x in out.records], "provenance": env,
+                "decoder": decoder, "aux": aux_summary}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(body) + "\n")
+        return None
+    if aux_summary is not None:
+        out.metrics["aux"] = aux_summary
+    return _write_result(r, run, lst.hash, out.records, out.metrics, env, decoder, out.artefacts)
+
+
+def _write_result(r: "SuiteRunner", run: Run, episode_hash: str, records: list, metrics: dict, env: dict,
+                  decoder: dict, artefacts: dict) -> RunResult:
+    if artefacts:
         art_path = r.out / "artefacts" / f"{run.run_id}.npz"
-        _save_artefacts(art_path, out.artefacts)
+        _save_artefacts(art_path, artefacts)
         env["artefacts"] = str(art_path.relative_to(r.out))
     result = RunResult(
         run_id=run.run_id,
         suite=r.suite.name,
-        config=cfg | {"profile": r.suite.profile, "suite_file": str(r.suite.source)},
-        episode_hash=lst.hash,
-        metrics=out.metrics,
-        records=out.records,
+        config=run.config | {"profile": r.suite.profile, "suite_file": str(r.suite.source)},
+        episode_hash=episode_hash,
+        metrics=metrics,
+        records=records,
         provenance=env,
         decoder=decoder,
     )
     result.save(r.out)
+    return result
+
+
+def _merge(r: "SuiteRunner", run: Run, n: int) -> RunResult:
+    """The result of a sharded run from its ``n`` parts: records in episode order, metrics (and
+    intervals) computed once from all of them, exactly as one worker would have; parts removed."""
+    from fssbench.engine.evaluate import summarize
+    from fssbench.metrics import EpisodeRecord
+
+    parts = [json.loads(part_file(r.out, run.run_id, i, n).read_text()) for i in range(n)]
+    records = [EpisodeRecord.from_dict(x) for p in parts for x in p["records"]]
+    cfg = run.config
+    metrics = summarize(records, class_ids=r.dataset().fold_classes(cfg["fold"]), n_boot=int(r.suite.eval.get("n_boot", 1000)))
+    if parts[0]["aux"] is not None:
+        agg = dict(parts[0]["aux"])
+        for k in ("fallbacks", "episodes_with_fallback", "images"):
+            agg[k] = int(sum(p["aux"][k] for p in parts))
+        metrics["aux"] = agg
+    env = dict(parts[0]["provenance"])
+    env |= {"started": min(p["provenance"]["started"] for p in parts), "finished": max(p["provenance"]["finished"] for p in parts),
+            "eval_seconds": float(sum(p["provenance"]["eval_seconds"] for p in parts)), "shards": n}
+    arts: dict[int, dict[str, np.ndarray]] = {}
+    for i in range(n):
+        f = part_file(r.out, run.run_id, i, n).with_suffix(".npz")
+        if f.is_file():
+            with np.load(f) as z:
+                for key in z.files:
+                    ep, _, name = key.partition("/")
+                    arts.setdefault(int(ep[2:]), {})[name] = z[key]
+    result = _write_result(r, run, r.episode_list(run).hash, records, metrics, env, parts[0]["decoder"], arts)
+    import shutil
+
+    shutil.rmtree(r.out / "parts" / run.run_id, ignore_errors=True)
     return result
 
 

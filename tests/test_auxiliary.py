@@ -291,6 +291,13 @@ def test_suite_with_aux_runs_and_reports(tmp_path, capsys):
     # a second run: nothing generated, nothing evaluated
     main(["run", str(path), "--results-dir", str(res)])
     assert "generated" not in capsys.readouterr().out
+    # sharded evaluation gives the same records and the same aux summary (fallbacks summed over parts)
+    sharded = _suite(tmp_path, "[none, mask, hed]", methods=methods, file="sh.yaml")
+    sharded.write_text(sharded.read_text().replace("artefacts: 2}", "artefacts: 2, shards: 3}"))
+    main(["run", str(sharded), "--results-dir", str(tmp_path / "res3")])
+    for r in recs:
+        b = json.loads((tmp_path / "res3" / f"{r['run_id']}.json").read_text())
+        assert b["episodes"] == r["episodes"] and b["metrics"] == r["metrics"]
 
 
 @pytest.mark.parametrize("aux,extra,match", [

@@ -170,3 +170,23 @@ def test_options_added_later_keep_earlier_run_ids_at_their_default():
     assert not any("quality" in r.config["method_options"] for r in runs if r.config["method"] == "diffup")
     abl = load_suite(ROOT / "suites" / "ablation.yaml", "quick", check_data=False).expand()
     assert {r.config["method_options"].get("quality") for r in abl} == {None, "no_err", "no_iou", "none"}
+
+
+@pytest.mark.parametrize("name", ["annotation_types", "transform_fn", "ablation", "kshot"])
+def test_diffup_paper_suites_dry_run_and_fail_before_any_work(name, tmp_path, capsys, monkeypatch):
+    path = ROOT / "suites" / f"{name}.yaml"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FSSBENCH_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    main(["run", str(path), "--profile", "paper", "--dry-run"])
+    assert "runs pending" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(path), "--profile", "paper"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exc.value.code != 0 and "Traceback" not in err
+    assert any("dataset root 'data/pascal' does not exist" in line for line in lines), err
+    assert any("clip-rn50" in line and "RN50.pt" in line for line in lines), err  # DiffUp's paper backbone
+    assert all(line.removeprefix("error: ").startswith(str(path)) for line in lines), err
+    assert not (tmp_path / "results").exists()

@@ -105,3 +105,41 @@ def test_results_do_not_depend_on_the_worker_count(tmp_path):
         sb = torch.load(tmp_path / "w2" / "decoders" / d.name / "best.pt", weights_only=True)["state"]
         assert all(torch.equal(sa[k], sb[k]) for k in sa), d.name
         assert json.loads((d / "decoder.json").read_text())["summary"]["best_epoch"] >= 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sharded_evaluation_equals_one_worker_and_resumes_by_part(tmp_path, workers, monkeypatch):
+    """`eval.shards`: a run's episodes in contiguous parts, each its own task; records merged in
+    episode order and metrics computed once give exactly the one-worker result; a killed run keeps
+    its finished parts and evaluates only the missing ones."""
+    import fssbench.runner as runner_mod
+
+    methods = "[prototype, {name: toy-stochastic}]"
+    plain = load_suite(suite_file(tmp_path, methods, eval_="batch_size: 4, artefacts: 3"))
+    sharded = load_suite(suite_file(tmp_path, methods, eval_="batch_size: 4, artefacts: 3, shards: 3", name="h3"))
+    runs = plain.expand()
+    assert [r.run_id for r in runs] == [r.run_id for r in sharded.expand()]  # shards are not part of a run's identity
+    quiet(SuiteRunner(plain, tmp_path / "one", workers=1), runs)
+    stats = quiet(SuiteRunner(sharded, tmp_path / "three", workers=workers), runs)
+    assert stats["evaluated"] == len(runs)
+    for r in runs:
+        a, b = (load_result(tmp_path / d / f"{r.run_id}.json") for d in ("one", "three"))
+        assert [x.to_dict() for x in a.records] == [x.to_dict() for x in b.records], r.run_id
+        assert {k: v for k, v in a.metrics.items()} == {k: v for k, v in b.metrics.items()}, r.run_id
+        assert b.provenance["shards"] == 3 and (tmp_path / "three" / b.provenance["artefacts"]).is_file()
+    assert not (tmp_path / "three" / "parts" / runs[0].run_id).exists()  # parts are removed once merged
+    # a run killed after two of its three parts: only the third is evaluated again
+    calls = []
+    real = runner_mod._evaluate
+    monkeypatch.setattr(runner_mod, "_evaluate", lambda c, run, part=None: (calls.append(part), real(c, run, part))[1])
+    out = tmp_path / "killed"
+    quiet(SuiteRunner(sharded, out, workers=1), runs[:1])
+    (out / f"{runs[0].run_id}.json").unlink()
+    for i in range(2):
+        quiet_part = real(runner_mod.StageContext(SuiteRunner(sharded, out, workers=1), None, _Bars(), lambda s: None), runs[0], (i, 3))
+        assert quiet_part is None
+    calls.clear()
+    quiet(SuiteRunner(sharded, out, workers=1), runs[:1])
+    assert calls == [(2, 3)]
+    assert [x.to_dict() for x in load_result(out / f"{runs[0].run_id}.json").records] == \
+        [x.to_dict() for x in load_result(tmp_path / "one" / f"{runs[0].run_id}.json").records]
