@@ -117,6 +117,9 @@ class Method(nn.Module, ABC):
     threshold): they change the run id but never the decoder id, so changing them never re-trains."""
     mask_outputs: ClassVar[frozenset[str]] = frozenset()
     """Names of ``Prediction.masks`` this method returns; each is scored under the protocol."""
+    artefact_options: ClassVar[frozenset[str]] = frozenset()
+    """Evaluation options that only add artefacts (e.g. recording a trajectory) and never change a
+    prediction: reports compare runs across them (sensitivity plots)."""
     quiet_defaults: ClassVar[frozenset[str]] = frozenset()
     """Options added after results existed: at their default value (which reproduces the earlier
     behaviour exactly) they stay out of the resolved run config, so the run and decoder ids and the

@@ -75,7 +75,23 @@ class QueueProgress:
         self.q.put(("remove", self.tag, task))
 
 
-def _init(q: Any) -> None:
+def _die_with(parent: int) -> None:
+    """Ask Linux to end this worker when its parent dies (``PR_SET_PDEATHSIG``): a ``fssbench run``
+    killed with SIGKILL must not leave workers behind, waiting for tasks forever."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux / no prctl: the pool's own shutdown still applies
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _init(q: Any, parent: int) -> None:
+    _die_with(parent)
     _STATE["queue"] = q
     torch.set_num_threads(THREADS)
 
@@ -126,7 +142,7 @@ def run_tasks(
                 prog.remove_task(ids.pop((msg[1], msg[2])))
 
     with threads():  # the parent never runs a multi-threaded region the workers could inherit
-        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init, initargs=(q,))
+        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init, initargs=(q, os.getpid()))
         try:
             futures = {ex.submit(_call, i): i for i in range(n)}
             pending = set(futures)

@@ -376,6 +376,8 @@ def test_prediction_outputs_and_trajectory_only_when_asked():
     assert p.scalars["pred_iou"].shape == (3,) and p.artefacts == {}
     m.options["record_trajectory"] = True
     b = batch()
+    # an artefact option: recording never changes the prediction (reports compare runs across it)
+    assert "record_trajectory" in DiffUp.artefact_options and torch.equal(m.predict(batch()).scores, p.scores)
     assert set(m.predict(b).artefacts) == {"trajectory", "error_maps", "prior_lowres", "trajectory_remaining", "error_maps_noise"}
     cond = m.conditions(b, "mask", b.support_fg, b.support_bg, "cosine")
     prob, _, a = m.sample(cond, b)

@@ -214,6 +214,25 @@ def test_resumed_training_reports_progress_from_the_checkpoint(tmp_path):
     assert steps == [12, 3, 3] and sum(steps) == 3 * 6
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def test_sigkill_mid_suite_resumes_without_recomputing(tmp_path, synth_root):
     suite_file = write_suite(tmp_path / "s.yaml", synth_root, folds="[0, 1]", episodes="40")
     results = tmp_path / "results"
@@ -226,8 +245,14 @@ def test_sigkill_mid_suite_resumes_without_recomputing(tmp_path, synth_root):
     deadline = time.time() + 120
     while time.time() < deadline and len(list(results.glob("*.json"))) < 3:
         time.sleep(0.05)
+    children = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # its forked workers end with it (PR_SET_PDEATHSIG), instead of waiting for tasks forever
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.1)
+    assert children and not any(_alive(c) for c in children), "workers outlived the killed run"
     finished = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
     assert 0 < len(finished) < 16, "kill should land mid-suite"
     for p in results.glob("*.json"):

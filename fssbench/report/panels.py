@@ -249,16 +249,17 @@ def sensitivity_frame(cells: pd.DataFrame) -> pd.DataFrame:
     out = []
     for method, sub in mean.groupby("method"):
         try:
-            opts_eval = sorted(get_method_class(str(method)).eval_options)
+            cls = get_method_class(str(method))
         except UserError:
             continue
+        opts_eval = sorted(cls.eval_options - cls.artefact_options)
         for opt in opts_eval:
             groups: dict[str, list[tuple[Any, dict]]] = {}
             for rec in sub.to_dict("records"):
                 o = json.loads(rec["options"])
                 if opt not in o or not isinstance(o[opt], (int, float)) or isinstance(o[opt], bool):
                     continue
-                rest = {k: v for k, v in o.items() if k != opt}
+                rest = {k: v for k, v in o.items() if k != opt and k not in cls.artefact_options}
                 key = json.dumps([rec["dataset"], rec["protocol"], rest, rec["train_backbone"], rec["eval_backbone"],
                                   rec["kind"], rec["config"], int(rec["shot"])], sort_keys=True, default=str)
                 groups.setdefault(key, []).append((o[opt], rec))

@@ -45,7 +45,8 @@ VISUAL_KINDS = ("mask", "bbox", "scribble", "image")
 TRAJECTORY_FRACTIONS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)
 """Trajectory artefact: x_t when this fraction of the sampling steps remains (50/40/30/20/10/0 of 50)."""
 ERROR_NOISE_LEVELS = (0.1, 0.5, 0.9)
-"""Error-map artefact: the predicted error map at the steps nearest these fractions of T (low/medium/high noise)."""
+"""Error-map artefact: the predicted error map at the sampling steps nearest these fractions of T
+(low/medium/high noise); ``error_maps_noise`` records the fraction each was actually taken at."""
 
 
 @dataclass
@@ -130,6 +131,7 @@ class DiffUp(Method):
     )
     mask_outputs: ClassVar[frozenset[str]] = frozenset({"prior"})
     quiet_defaults: ClassVar[frozenset[str]] = frozenset({"quality"})
+    artefact_options: ClassVar[frozenset[str]] = frozenset({"record_trajectory"})
     default_train: ClassVar[TrainConfig] = TrainConfig(
         optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=8, schedule="constant", shot=1, kind="mask"
     )
@@ -357,9 +359,11 @@ class DiffUp(Method):
         for k, f in enumerate(TRAJECTORY_FRACTIONS):
             marks.setdefault(round(steps * (1 - f)), []).append(k)
         err_steps: dict[int, list[int]] = {}  # step index -> error-map slots
+        err_noise: list[float] = []  # the noise level each slot was taken at (t / (T - 1))
         for k, f in enumerate(ERROR_NOISE_LEVELS):
             nearest = min(range(steps), key=lambda i: abs(timesteps[i] - f * (int(o["timesteps"]) - 1)))
             err_steps.setdefault(nearest, []).append(k)
+            err_noise.append(float(timesteps[nearest]) / (int(o["timesteps"]) - 1))
         traj: dict[int, torch.Tensor] = {}
         errs: dict[int, torch.Tensor] = {}
 
@@ -387,7 +391,7 @@ class DiffUp(Method):
             # the x-axis of the report's trajectory / error-map figures (the same for every episode)
             arts["trajectory_remaining"] = torch.tensor(TRAJECTORY_FRACTIONS).repeat(b, 1)
             if errs:
-                arts["error_maps_noise"] = torch.tensor(ERROR_NOISE_LEVELS).repeat(b, 1)
+                arts["error_maps_noise"] = torch.tensor(err_noise).repeat(b, 1)  # as sampled (few steps: coarse)
         return prob_of(x)[:, None], iou.float().view(b, n).mean(1), arts
 
     @torch.no_grad()
