@@ -126,10 +126,14 @@ class Method(nn.Module, ABC):
     report's cells of earlier results stay valid; any other value is recorded like every option."""
 
     @classmethod
+    def _quiet(cls, key: str, value: Any) -> bool:
+        """A :attr:`quiet_defaults` option at its default (left out of run configs and decoder ids)."""
+        return key in cls.quiet_defaults and value == cls.default_config.get(key)
+
+    @classmethod
     def resolved_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """``default_config`` updated with ``options``, minus :attr:`quiet_defaults` at their default."""
-        full = {**cls.default_config, **options}
-        return {k: v for k, v in full.items() if not (k in cls.quiet_defaults and v == cls.default_config[k])}
+        return {k: v for k, v in {**cls.default_config, **options}.items() if not cls._quiet(k, v)}
     default_train: ClassVar[TrainConfig] = TrainConfig()
 
     def __init__(self, backbone: Backbone, **options: Any) -> None:
@@ -187,8 +191,7 @@ class Method(nn.Module, ABC):
     def training_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """The options a trained decoder depends on (every option that is not an evaluation option;
         :attr:`quiet_defaults` at their default left out, as in the run config)."""
-        return {k: v for k, v in options.items() if k not in cls.eval_options
-                and not (k in cls.quiet_defaults and v == cls.default_config.get(k))}
+        return {k: v for k, v in options.items() if k not in cls.eval_options and not cls._quiet(k, v)}
 
     def load_released(self, path: str) -> None:
         """Load a released checkpoint file (e.g. the authors'); methods with their own format override."""

@@ -9,6 +9,8 @@ result, and a file that fails to parse is reported, never used.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import platform
 import subprocess
@@ -16,6 +18,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from fssbench import __version__
 from fssbench.episodes import atomic_write_text
@@ -147,3 +151,36 @@ def environment() -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         pass
     return env
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (weights, decoders: provenance and cache keys)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_artefacts(path: Path, arts: dict[int, dict[str, np.ndarray]]) -> None:
+    """One ``.npz`` next to a result file: ``ep<id>/<name>`` arrays (fp16 for float maps), atomic."""
+    flat = {}
+    for eid, arrays in sorted(arts.items()):
+        for k, v in arrays.items():
+            flat[f"ep{eid}/{k}"] = v.astype(np.float16) if v.dtype.kind == "f" else v
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **flat)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+def read_artefacts(path: Path) -> dict[int, dict[str, np.ndarray]]:
+    """``{episode id: {name: array}}`` of an artefacts file written by :func:`save_artefacts`."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(path) as z:
+        for key in z.files:
+            ep, _, name = key.partition("/")
+            out.setdefault(int(ep[2:]), {})[name] = z[key]
+    return out

@@ -27,8 +27,6 @@ with one line saying what was kept.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,7 +43,7 @@ from fssbench.errors import UserError
 from fssbench.methods import Method, TrainConfig, create_method
 from fssbench.plan import Plan, decoder_dir, decoder_done, is_done, make_plan, result_file
 from fssbench.protocols import Protocol
-from fssbench.results import RunResult, environment
+from fssbench.results import RunResult, environment, read_artefacts, save_artefacts, sha256_file
 from fssbench.suite import BACKBONE_VARIANTS, Run, Suite, split_backbone
 
 DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
@@ -93,14 +91,6 @@ def filter_runs(runs: list[Run], only: str | None) -> list[Run]:
         hint = "; ".join(f"{k} is one of {', '.join(v)}" for k, v in values.items()) or f"run ids look like {runs[0].run_id}"
         raise UserError(f"--only '{only}' matches none of the {len(runs)} runs ({hint}); fix the filter")
     return out
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -389,15 +379,12 @@ def train_decoders(ctx: StageContext) -> None:
 def generate_aux(ctx: StageContext) -> None:
     """Every auxiliary image the pending runs need, generated into the cache once (resumable)."""
     r = ctx.runner
-    by_cfg: dict[str, tuple[Any, list]] = {}
-    from fssbench.suite import canonical_hash
-
+    by_sup: dict[int, tuple[Any, list]] = {}  # one supplier per aux config (SuiteRunner.aux_supplier)
     for e in ctx.plan.pending_evaluations:
         if e.run.config.get("aux") and not e.run.config.get("incompatible"):
-            key = canonical_hash(e.run.config["aux"], 16)
-            sup, specs = by_cfg.setdefault(key, (r.aux_supplier(e.run), []))
-            specs.extend(r.episode_specs(e.run))
-    for sup, specs in by_cfg.values():
+            sup = r.aux_supplier(e.run)
+            by_sup.setdefault(id(sup), (sup, []))[1].extend(r.episode_specs(e.run))
+    for sup, specs in by_sup.values():
         todo = sup.pending(specs)
         if not todo:
             continue
@@ -503,20 +490,6 @@ def _backbone_provenance(bb: Any) -> dict[str, Any]:
     }
 
 
-def _save_artefacts(path: Path, arts: dict[int, dict[str, np.ndarray]]) -> None:
-    """One ``.npz`` next to the result file: ``ep<id>/<name>`` arrays (fp16 for float maps)."""
-    flat = {}
-    for eid, arrays in sorted(arts.items()):
-        for k, v in arrays.items():
-            flat[f"ep{eid}/{k}"] = v.astype(np.float16) if v.dtype.kind == "f" else v
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **flat)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-
-
 def n_shards(r: "SuiteRunner", run: Run) -> int:
     """``eval.shards`` for this run (never more than its episodes; an incompatible cell is one)."""
     if run.config.get("incompatible"):
@@ -586,7 +559,7 @@ def _evaluate(ctx: StageContext, run: Run, part: tuple[int, int] | None = None) 
         extend=None if aux is None else aux.extend,
         episode_extras=None if aux is None else (lambda eid: {"aux_fallbacks": float(aux.fallbacks.get(eid, 0))}),
         episode_artefacts=None if aux is None else (lambda eid: {"aux_control": aux.controls[eid]} if eid in aux.controls else {}),
-        summarize=part is None,
+        compute_metrics=part is None,
     )
     ctx.prog.remove_task(task)
     aux_summary = None if aux is None else aux.summary([s.episode_id for s in specs])
@@ -609,7 +582,7 @@ def _evaluate(ctx: StageContext, run: Run, part: tuple[int, int] | None = None) 
     if part is not None:
         path = part_file(r.out, run.run_id, *part)
         if out.artefacts:
-            _save_artefacts(path.with_suffix(".npz"), out.artefacts)
+            save_artefacts(path.with_suffix(".npz"), out.artefacts)
         body = {"part": list(part), "records": [x.to_dict() for x in out.records], "provenance": env,
                 "decoder": decoder, "aux": aux_summary}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -624,7 +597,7 @@ def _write_result(r: "SuiteRunner", run: Run, episode_hash: str, records: list, 
                   decoder: dict, artefacts: dict) -> RunResult:
     if artefacts:
         art_path = r.out / "artefacts" / f"{run.run_id}.npz"
-        _save_artefacts(art_path, artefacts)
+        save_artefacts(art_path, artefacts)
         env["artefacts"] = str(art_path.relative_to(r.out))
     result = RunResult(
         run_id=run.run_id,
@@ -662,10 +635,7 @@ def _merge(r: "SuiteRunner", run: Run, n: int) -> RunResult:
     for i in range(n):
         f = part_file(r.out, run.run_id, i, n).with_suffix(".npz")
         if f.is_file():
-            with np.load(f) as z:
-                for key in z.files:
-                    ep, _, name = key.partition("/")
-                    arts.setdefault(int(ep[2:]), {})[name] = z[key]
+            arts.update(read_artefacts(f))
     result = _write_result(r, run, r.episode_list(run).hash, records, metrics, env, parts[0]["decoder"], arts)
     import shutil
 

@@ -216,13 +216,12 @@ class Suite:
                                     "supports": supports,
                                     "incompatible": incompatible,
                                 }
+                                stitch = "" if bb.train == bb.eval else f"-to-{bb.eval}"
+                                ctl = "" if supports == "own" else f"-{supports}"
                                 if aux_cond != "none":  # only then: runs without aux keep their ids
                                     from fssbench.auxiliary.supplier import run_aux_config
 
                                     config["aux"] = run_aux_config(self.aux, aux_cond)
-                                stitch = "" if bb.train == bb.eval else f"-to-{bb.eval}"
-                                ctl = "" if supports == "own" else f"-{supports}"
-                                if aux_cond != "none":
                                     ctl += f"-aux{self.aux['aux_shots']}{aux_cond}"
                                 run_id = (
                                     f"{m.label}-{bb.train}{stitch}-f{fold}-{shot}shot-{kind}{ctl}-s{seed_tag(seeds)}-"

@@ -206,11 +206,9 @@ def folder_hash(folder: Path) -> str:
         st = f.stat()
         key = f"{st.st_size}:{st.st_mtime_ns}"
         if memo.get(rel, {}).get("key") != key:
-            fh = hashlib.sha256()
-            with open(f, "rb") as fp:
-                for chunk in iter(lambda: fp.read(1 << 20), b""):
-                    fh.update(chunk)
-            memo[rel] = {"key": key, "sha256": fh.hexdigest()}
+            from fssbench.results import sha256_file
+
+            memo[rel] = {"key": key, "sha256": sha256_file(f)}
             changed = True
         h.update(f"{rel}\0{memo[rel]['sha256']}\n".encode())
     if changed:

@@ -86,6 +86,12 @@ def check_settings(aux: Any, problems: list[str]) -> dict[str, Any]:
     return out
 
 
+def hed_missing(weights_dir: Path | None) -> str:
+    """The one line for ``aux.edges: hed`` without the HED weights file."""
+    where = f"{weights_dir}/{HED_FILE}" if weights_dir else f"$FSSBENCH_WEIGHTS/{HED_FILE}"
+    return f"aux edges: hed needs the HED weights at {where} (lllyasviel/Annotators); or set aux.edges: classical"
+
+
 def settings_problems(settings: dict[str, Any], conditions: Sequence[str], weights_dir: str | Path | None) -> list[str]:
     """Missing files the suite's auxiliary supports need, one line each, before any work starts."""
     from fssbench.auxiliary.generators import controlnet_missing
@@ -107,8 +113,7 @@ def settings_problems(settings: dict[str, Any], conditions: Sequence[str], weigh
             if line and line not in out:
                 out.append(line)
     if settings.get("edges") == "hed" and any(c in ("hed", "scribble") for c in conditions) and find_hed(wdir) is None:
-        where = f"{wdir}/{HED_FILE}" if wdir else f"$FSSBENCH_WEIGHTS/{HED_FILE}"
-        out.append(f"aux edges: hed needs the HED weights at {where} (lllyasviel/Annotators); or set aux.edges: classical")
+        out.append(hed_missing(wdir))
     pal = settings.get("seg_palette")
     if pal and "mask" in conditions and not Path(pal).is_file():
         out.append(f"aux seg_palette file {pal} not found; give a JSON file {{\"<class id>\": [r, g, b]}} or drop seg_palette")
@@ -188,8 +193,7 @@ class AuxSupplier:
             mode = self.config.get("edges", "auto")
             path = find_hed(self.weights_dir)
             if mode == "hed" and path is None:
-                where = f"{self.weights_dir}/{HED_FILE}" if self.weights_dir else f"$FSSBENCH_WEIGHTS/{HED_FILE}"
-                raise MissingFileError(f"aux edges: hed needs the HED weights at {where} (lllyasviel/Annotators); or set aux.edges: classical")
+                raise MissingFileError(hed_missing(self.weights_dir))
             if mode != "classical" and path is not None:
                 det = load_hed(path)
                 self._edges, self.edges_name = det, det.name
@@ -207,7 +211,7 @@ class AuxSupplier:
             if path is None:
                 self._edge_ident = self.edges_name
             else:
-                from fssbench.runner import sha256_file
+                from fssbench.results import sha256_file
 
                 self._edge_ident = f"{self.edges_name} sha256:{sha256_file(path)[:16]}"
         return self._edge_ident

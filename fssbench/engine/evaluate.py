@@ -153,14 +153,14 @@ def evaluate(
     extend: Callable[[RawEpisode], RawEpisode] | None = None,
     episode_extras: Callable[[int], dict[str, float]] | None = None,
     episode_artefacts: Callable[[int], dict[str, np.ndarray]] | None = None,
-    summarize: bool = True,
+    compute_metrics: bool = True,
 ) -> EvalOutput:
     """Score ``method`` on the frozen ``specs``; ``on_progress(n)`` is called after each batch.
 
     ``artefacts``: keep the arrays of the first that many episodes (in ``specs`` order).
     ``extend``: applied to each loaded episode before the protocol (auxiliary shots);
     ``episode_extras`` / ``episode_artefacts``: more numbers for an episode's record, more arrays
-    for its artefacts (by episode id), from whoever extended it. ``summarize=False``: records only
+    for its artefacts (by episode id), from whoever extended it. ``compute_metrics=False``: records only
     (a shard of a run; its metrics are computed once from all shards' records).
     """
     start = time.perf_counter()
@@ -193,11 +193,8 @@ def evaluate(
         if on_progress is not None:
             on_progress(len(group))
         del batch, pred, group
-    metrics = summarize_records(records, class_ids=class_ids, n_boot=n_boot) if summarize else {}
+    metrics = summarize(records, class_ids=class_ids, n_boot=n_boot) if compute_metrics else {}
     return EvalOutput(records=records, metrics=metrics, seconds=time.perf_counter() - start, artefacts=kept)
-
-
-summarize_records = summarize
 
 
 class _null:

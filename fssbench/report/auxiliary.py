@@ -120,37 +120,37 @@ def figure_aux_panel(runs: Sequence[RunResult], results_dir: Path, out: Path, n_
 
     plt = _plt()[0]
 
-    per_cond: dict[str, dict[str, np.ndarray]] = {}
+    from fssbench.report.panels import load_artefacts
+
+    per_cond: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     for r in sorted(runs, key=lambda r: r.run_id):
         aux = r.config.get("aux")
-        path = (r.provenance or {}).get("artefacts")
-        if not aux or not path or aux["condition"] in per_cond:
+        if not aux or aux["condition"] in per_cond:
             continue
-        f = Path(results_dir) / path
-        if f.is_file():
-            with np.load(f) as z:
-                per_cond[aux["condition"]] = {k: z[k] for k in z.files}
+        arts = load_artefacts(r, results_dir)
+        if arts:
+            per_cond[aux["condition"]] = arts
     if not per_cond:
         return []
     conds = list(per_cond)
-    eps = sorted({k.split("/")[0] for k in per_cond[conds[0]] if k.endswith("/aux_control")}, key=lambda e: int(e[2:]))[:n_episodes]
+    eps = sorted(e for e, a in per_cond[conds[0]].items() if "aux_control" in a)[:n_episodes]
     if not eps:
         return []
-    n_img = max(per_cond[c][f"{eps[0]}/support_images"].shape[0] for c in conds)
-    rows = [(e, c) for e in eps for c in conds if f"{e}/aux_control" in per_cond[c]]
+    n_img = max(per_cond[c][eps[0]]["support_images"].shape[0] for c in conds)
+    rows = [(e, c) for e in eps for c in conds if "aux_control" in per_cond[c].get(e, {})]
     fig, axes = plt.subplots(len(rows), n_img + 1, figsize=(1.6 * (n_img + 1), 1.6 * len(rows)), squeeze=False)
     for i, (e, c) in enumerate(rows):
-        z = per_cond[c]
-        imgs = z[f"{e}/support_images"].astype(np.float32)  # [K, 3, H, W]: the real support first
+        z = per_cond[c][e]
+        imgs = z["support_images"]  # [K, 3, H, W]: the real support first
         ax = axes[i, 0]
-        ax.imshow(z[f"{e}/aux_control"])
-        ax.set_ylabel(f"{e}\n{c}", fontsize=7)
+        ax.imshow(z["aux_control"])
+        ax.set_ylabel(f"ep{e}\n{c}", fontsize=7)
         for j in range(n_img):
             a = axes[i, j + 1]
             if j < imgs.shape[0]:
                 a.imshow(np.clip(imgs[j].transpose(1, 2, 0), 0, 1))
-                if j == 0 and f"{e}/support_fg" in z:
-                    a.contour(z[f"{e}/support_fg"][0].astype(np.float32), levels=[0.5], colors="yellow", linewidths=0.6)
+                if j == 0 and "support_fg" in z:
+                    a.contour(z["support_fg"][0], levels=[0.5], colors="yellow", linewidths=0.6)
         for a in axes[i]:
             a.set_xticks([])
             a.set_yticks([])

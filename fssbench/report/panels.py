@@ -22,7 +22,7 @@ import pandas as pd
 from fssbench.report.figures import _save
 from fssbench.report.identity import is_control
 from fssbench.report.labels import aux_label, backbone_label, method_label, slug
-from fssbench.results import RunResult
+from fssbench.results import RunResult, read_artefacts
 
 Figure = tuple[list[Path], str]
 
@@ -35,12 +35,8 @@ def load_artefacts(run: RunResult, results_dir: Path) -> dict[int, dict[str, np.
     path = Path(results_dir) / rel
     if not path.is_file():
         return {}
-    out: dict[int, dict[str, np.ndarray]] = {}
-    with np.load(path) as z:
-        for key in z.files:
-            ep, _, name = key.partition("/")
-            out.setdefault(int(ep[2:]), {})[name] = z[key].astype(np.float32) if z[key].dtype == np.float16 else z[key]
-    return out
+    return {eid: {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in arrays.items()}
+            for eid, arrays in read_artefacts(path).items()}
 
 
 def run_label(run: RunResult) -> str:
