@@ -577,3 +577,36 @@ class _FlatViT(Backbone):
 
     def _extract(self, x, names):  # pragma: no cover - never run
         raise NotImplementedError
+
+
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 4), (5, 1)])
+def test_center_pivot_conv4d_single_support_position_equals_the_convolution(k, stride):
+    """The 1 x 1 support-dim shortcut (a matrix product with the centre tap) is the convolution,
+    values and gradients, including a query branch that is 1 x 1 too."""
+    from methods.hsnet.conv4d import branch_conv
+
+    torch.manual_seed(0)
+    conv = CenterPivotConv4d(6, 5, (k,) * 4, (1, 1, stride, stride), (k // 2,) * 4)
+    for shape in [(2, 6, 3, 4, 1, 1), (2, 6, 1, 1, 1, 1)]:
+        conv.zero_grad()
+        x = torch.randn(*shape, requires_grad=True)
+        y = conv(x)
+        y.square().sum().backward()
+        got = (x.grad.clone(), conv.conv1.weight.grad.clone(), conv.conv2.weight.grad.clone(), conv.conv2.bias.grad.clone())
+        x.grad = None
+        conv.zero_grad()
+        bsz, ch, ha, wa = shape[:4]
+        q = conv.conv1(x.permute(0, 4, 5, 1, 2, 3).reshape(bsz, ch, ha, wa))
+        s = conv.conv2(x.permute(0, 2, 3, 1, 4, 5).reshape(bsz * ha * wa, ch, 1, 1))
+        ref = q.view(bsz, 5, ha, wa, 1, 1) + s.view(bsz, ha, wa, 5, 1, 1).permute(0, 3, 1, 2, 4, 5)
+        ref.square().sum().backward()
+        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+        for a, b in zip(got, (x.grad, conv.conv1.weight.grad, conv.conv2.weight.grad, conv.conv2.bias.grad)):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # beyond a single position (or a kernel tap outside the kernel), the convolution itself runs
+    big = torch.nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.randn(4, 2, 2, 2)
+    assert torch.equal(branch_conv(big, x), big(x))
+    far = torch.nn.Conv2d(2, 3, 3, stride=10, padding=3)
+    x = torch.randn(4, 2, 1, 1)
+    torch.testing.assert_close(branch_conv(far, x), far(x))
