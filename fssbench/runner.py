@@ -10,12 +10,14 @@ Stages, in order (``DEFAULT_STAGES``; a new one, e.g. auxiliary supports, is one
    against its method (format, method, keys, shapes) before any training or evaluation;
 4. ``generate_aux``: the auxiliary support images every pending run with ``aux`` needs, into the
    on-disk cache (``fssbench.auxiliary``), each image once, whatever the number of methods;
-5. ``train_decoders``: each pending decoder once;
-6. ``evaluate_runs``: every pending run, one result file each.
+5. ``train_and_evaluate``: each pending decoder trained once and every pending run evaluated, one
+   result file each, as a dependency graph of tasks (``fssbench.executors``) on the runner's
+   executor: ``local`` (this machine), ``ray`` or ``slurm``.
 
-On the CPU, stages 5 and 6 run their tasks in single-threaded forked workers (``fssbench.workers``,
+Locally on the CPU the tasks run in single-threaded forked workers (``fssbench.workers``,
 ``--workers``): one torch thread fixes the bits on every machine, and the cores are used by
-running several tasks at once. On CUDA they run in this process, one after the other.
+running several tasks at once; an evaluation starts as soon as its decoder is trained. On CUDA they
+run in this process, one after the other.
 
 Crash safety: every file is written to a temporary name and renamed into place; a finished run is
 exactly a readable ``results/<suite>/<run_id>.json``; a finished decoder is exactly a
@@ -28,6 +30,7 @@ with one line saying what was kept.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,15 +120,24 @@ class SuiteRunner:
         weights_dir: str | Path | None = None,
         stages: Sequence[Stage] | None = None,
         workers: int | None = None,
+        executor: Any = None,
+        resources: dict[str, Any] | None = None,
     ) -> None:
+        """``executor``: where the tasks run (``fssbench.executors``; default: this machine);
+        ``resources``: per-task requests that override the suite's ``resources`` (command line)."""
+        from fssbench.executors.local import LocalExecutor
         from fssbench.workers import default_workers
 
         self.suite = suite
         self.out = Path(results_dir) if results_dir is not None else Path("results") / suite.name
+        self.device_request = str(device or suite.eval.get("device") or "auto")
+        """What was asked for (``auto`` stays ``auto`` for a cluster task: its node decides)."""
         self.device = resolve_device(device or suite.eval.get("device"))
         self.weights_dir = weights_dir
         self.stages: list[Stage] = list(stages if stages is not None else DEFAULT_STAGES)
         self.workers = default_workers() if workers is None else max(1, int(workers))
+        self.executor = executor if executor is not None else LocalExecutor()
+        self.resources = dict(resources or {})
         self._backbones: dict[str, Any] = {}
         self._dataset = None
         self._episodes: dict[tuple, EpisodeList] = {}
@@ -344,38 +356,6 @@ def check_released(ctx: StageContext) -> None:
             ctx.runner.load_decoder_into(method, e.run)
 
 
-def _in_workers(ctx: StageContext, n: int, task: Callable[["StageContext", int], None], done: Callable[[int], None]) -> None:
-    """Run ``task(ctx', i)`` for ``i < n``: on the CPU in single-threaded workers
-    (``fssbench.workers``: the numbers do not depend on the core or worker count), on CUDA here."""
-    from fssbench.workers import run_tasks
-
-    def call(i: int, prog: Any, say: Callable[[str], None]) -> None:
-        task(StageContext(ctx.runner, ctx.plan, prog, say, {}), i)
-
-    if ctx.runner.device.type != "cpu":
-        for i in range(n):
-            task(ctx, i)
-            done(i)
-        return
-    run_tasks(n, call, ctx.runner.workers, ctx.prog, ctx.say, lambda i, _: done(i))
-
-
-def train_decoders(ctx: StageContext) -> None:
-    """Each pending decoder once (several at a time on the CPU, one thread each), the largest
-    training budget (epochs x episodes) first, so that the longest trainings do not start last."""
-
-    def budget(t: Any) -> int:
-        cfg = t.run.train_config or {}
-        return int(cfg.get("epochs", 0)) * int(cfg.get("episodes_per_epoch", 0))
-
-    tasks = sorted(ctx.plan.pending_decoders, key=lambda t: -budget(t))
-
-    def done(_: int) -> None:
-        ctx.stats["trained"] += 1
-
-    _in_workers(ctx, len(tasks), lambda c, i: _train(c, tasks[i].decoder_id, tasks[i].run), done)
-
-
 def generate_aux(ctx: StageContext) -> None:
     """Every auxiliary image the pending runs need, generated into the cache once (resumable)."""
     r = ctx.runner
@@ -397,48 +377,50 @@ def generate_aux(ctx: StageContext) -> None:
         ctx.say(f"generated {made} auxiliary images, {sup.condition}, {sup.config['backend']}{stand_in} ({time.time() - t0:.0f}s)")
 
 
-def evaluate_runs(ctx: StageContext) -> None:
-    """Every pending run, one result file each (several at a time on the CPU, one thread each).
+def train_and_evaluate(ctx: StageContext) -> None:
+    """Every pending decoder trained once and every pending run evaluated, as one dependency graph
+    (``fssbench.executors``) on the runner's executor: an evaluation starts as soon as its decoder
+    is trained, the longest trainings first; one result file per run.
 
     With ``eval.shards: N`` a run's episodes are split into N contiguous parts evaluated as separate
     tasks (each on its own worker), written as they finish, and merged in episode order into the
     run's result once all are there: the same records and metrics as one worker, and a killed run
     keeps its finished parts."""
+    from fssbench.executors.graph import build_graph
+
     r = ctx.runner
-    pending = ctx.plan.pending_evaluations
-    overall = ctx.prog.add_task("runs", total=len(pending))
-    units: list[tuple[Run, tuple[int, int] | None]] = []
-    left: dict[str, set[int]] = {}
-    for e in pending:
-        n = n_shards(r, e.run)
-        if n == 1:
-            units.append((e.run, None))
-            continue
-        todo = {i for i in range(n) if not part_file(r.out, e.run.run_id, i, n).is_file()}
-        left[e.run.run_id] = todo
-        units.extend((e.run, (i, n)) for i in sorted(todo))
-        if not todo:  # every part survived an earlier, interrupted run
-            _merge(r, e.run, n)
+    graph = build_graph(
+        ctx.plan, lambda run: n_shards(r, run), lambda run, i, n: part_file(r.out, run.run_id, i, n).is_file(),
+        r.suite.resources, r.resources,
+    )
+    runs = {e.run.run_id: e.run for e in ctx.plan.pending_evaluations}
+    overall = ctx.prog.add_task("runs", total=len(runs))
+    left = {rid: {t for t in tids} for rid, tids in graph.merges.items()}
+    queued = {t.task_id for t in graph}
+    for rid, tids in graph.merges.items():
+        left[rid] = {t for t in tids if t in queued}
+        if not left[rid]:  # every part survived an earlier, interrupted run
+            _merge(r, runs[rid], len(tids))
             ctx.stats["evaluated"] += 1
             ctx.prog.advance(overall)
 
-    def done(k: int) -> None:
-        run, part = units[k]
-        if part is not None:
-            left[run.run_id].discard(part[0])
-            if left[run.run_id]:
+    def done(task: Any) -> None:
+        if task.kind == "train":
+            ctx.stats["trained"] += 1
+            return
+        rid = task.run.run_id
+        if task.part is not None:
+            left[rid].discard(task.task_id)
+            if left[rid]:
                 return
-            _merge(r, run, part[1])
+            _merge(r, task.run, task.part[1])
         ctx.stats["evaluated"] += 1
         ctx.prog.advance(overall)
 
-    def task(c: StageContext, k: int) -> None:
-        _evaluate(c, units[k][0], units[k][1])  # the worker writes the result (or part) file
-
-    _in_workers(ctx, len(units), task, done)
+    r.executor.run(ctx, graph, done)
 
 
-DEFAULT_STAGES: tuple[Stage, ...] = (prepare_data, build_backbones, check_released, generate_aux, train_decoders, evaluate_runs)
+DEFAULT_STAGES: tuple[Stage, ...] = (prepare_data, build_backbones, check_released, generate_aux, train_and_evaluate)
 
 
 def _train(ctx: StageContext, decoder_id: str, run: Run) -> None:
@@ -465,6 +447,8 @@ def _train(ctx: StageContext, decoder_id: str, run: Run) -> None:
         on_step=lambda n: ctx.prog.advance(task, n),
     )
     ctx.prog.remove_task(task)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun (DDP) rank 0 writes the files
+        return
     meta = {
         "decoder_id": decoder_id,
         "method": cfg["method"],
@@ -473,7 +457,8 @@ def _train(ctx: StageContext, decoder_id: str, run: Run) -> None:
         "train_config": asdict(tcfg),
         # strict JSON: a validation that never gave a finite score is null, not NaN
         "summary": {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(summary).items()},
-        "environment": environment() | {"device": str(r.device), "torch_threads": torch.get_num_threads()},
+        "environment": environment() | {"device": str(r.device), "torch_threads": torch.get_num_threads(),
+                                         "world_size": int(os.environ.get("WORLD_SIZE", "1"))},
     }
     atomic_write_text(out / "decoder.json", json.dumps(meta, indent=1) + "\n")
     best = f"{summary.best_val_miou:.1f} at epoch {summary.best_epoch}" if summary.best_epoch >= 0 else "n/a (no finite validation score)"
@@ -649,11 +634,10 @@ __all__ = [
     "SuiteRunner",
     "build_backbones",
     "check_released",
-    "evaluate_runs",
     "filter_runs",
     "generate_aux",
     "prepare_data",
     "resolve_device",
     "result_file",
-    "train_decoders",
+    "train_and_evaluate",
 ]

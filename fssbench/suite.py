@@ -26,7 +26,7 @@ from fssbench.episode import ANNOTATION_KINDS
 from fssbench.errors import UserError
 from fssbench.methods import TrainConfig
 
-TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "aux", "profiles", "default_profile"}
+TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "aux", "resources", "profiles", "default_profile"}
 MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports", "aux"}
 DATASET_KEYS = {"name", "root", "split_dir", "generate", "options"}
 METHOD_KEYS = {"name", "options", "train", "label", "checkpoint", "backbones", "kinds", "kind_shots"}
@@ -121,6 +121,9 @@ class Suite:
     """``matrix.aux``: ``none`` (no auxiliary supports) and/or conditions of ``fssbench.auxiliary``."""
     aux: dict[str, Any] = field(default_factory=dict)
     """The suite's ``aux`` settings (backend, aux_shots, seed, ...), defaults filled in."""
+    resources: dict[str, Any] = field(default_factory=dict)
+    """``resources.train`` / ``resources.eval``: what a cluster executor requests per task
+    (``fssbench.executors.graph``); no part of any run's identity."""
 
     @property
     def kinds(self) -> list[str]:
@@ -350,6 +353,10 @@ def load_suite(
         problems.append(f"unknown key 'eval.{k}' (valid: {', '.join(sorted(EVAL_KEYS))})")
     _check_types(ev, EVAL_TYPES, "eval", problems)
     _check_types(protocol, PROTOCOL_TYPES, "protocol", problems)
+    from fssbench.executors.graph import check_resources
+
+    resources = doc.get("resources") or {}
+    problems += check_resources(resources)
 
     suite = Suite(
         name=name,
@@ -369,6 +376,7 @@ def load_suite(
         train=train,
         aux_conditions=list(dict.fromkeys(aux_conditions)),
         aux=aux_settings,
+        resources=resources if isinstance(resources, dict) else {},
     )
     if not problems:
         _check_registries(suite, problems, check_data=check_data, weights_dir=weights_dir)

@@ -108,21 +108,39 @@ def run_tasks(
     prog: Any,
     say: Callable[[str], None],
     on_done: Callable[[int, Any], None],
+    deps: Sequence[Sequence[int]] | None = None,
 ) -> None:
     """Call ``fn(i, progress, say)`` for ``i`` in ``range(n)``, ``workers`` at a time.
 
+    ``deps[i]``: the tasks that must finish before task ``i`` starts; among the tasks that may
+    start, the lowest index starts first (so the order of the tasks is their priority).
     ``on_done(i, result)`` runs in this process as each task finishes (in completion order). The
-    first task that raises stops the pool (tasks not started are cancelled, running ones finish)
+    first task that raises stops the pool (tasks not started are dropped, running ones finish)
     and its exception is raised here. With one worker, or where fork is unavailable, the tasks run
-    here, one after the other, with the same single thread.
+    here, one after the other in a dependency-respecting order, with the same single thread.
     """
     if n == 0:
         return
+    need = [set(deps[i]) if deps is not None else set() for i in range(n)]
+    if any(j == i or not 0 <= j < n for i in range(n) for j in need[i]):
+        raise ValueError("deps must name other tasks of range(n)")
     workers = max(1, min(workers, n))
+    finished: set[int] = set()
+    waiting = list(range(n))
+
+    def ready() -> list[int]:
+        return [i for i in waiting if need[i] <= finished]
+
     if workers == 1 or not can_fork():
         with threads():
-            for i in range(n):
+            while waiting:
+                now = ready()
+                if not now:
+                    raise ValueError("deps form a cycle")
+                i = now[0]
+                waiting.remove(i)
                 on_done(i, fn(i, prog, say))
+                finished.add(i)
         return
     _STATE["fn"] = fn
     q: Any = mp.get_context("fork").SimpleQueue()
@@ -144,13 +162,19 @@ def run_tasks(
     with threads():  # the parent never runs a multi-threaded region the workers could inherit
         ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init, initargs=(q, os.getpid()))
         try:
-            futures = {ex.submit(_call, i): i for i in range(n)}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            running: dict[Any, int] = {}
+            while waiting or running:
+                for i in ready()[: workers - len(running)]:  # a free worker takes the first ready task
+                    waiting.remove(i)
+                    running[ex.submit(_call, i)] = i
+                if not running:
+                    raise ValueError("deps form a cycle")
+                done, _ = wait(set(running), timeout=0.2, return_when=FIRST_COMPLETED)
                 drain()
-                for f in sorted(done, key=lambda f: futures[f]):
-                    on_done(futures[f], f.result())
+                for f in sorted(done, key=lambda f: running[f]):
+                    i = running.pop(f)
+                    on_done(i, f.result())
+                    finished.add(i)
             drain()
         except BaseException:  # tasks not started are dropped; running ones finish
             ex.shutdown(wait=True, cancel_futures=True)

@@ -129,7 +129,7 @@ def test_every_backbone_is_built_before_any_method_is_seeded(tmp_path):
         seen.append(sorted(ctx.runner._backbones))
 
     stages = list(DEFAULT_STAGES)
-    stages.insert(stages.index(next(st for st in stages if st.__name__ == "train_decoders")), spy)
+    stages.insert(stages.index(next(st for st in stages if st.__name__ == "train_and_evaluate")), spy)
     quiet(SuiteRunner(s, tmp_path / "r", stages=stages), s.expand())
     assert seen == [["toy-m", "toy-s"]]
 

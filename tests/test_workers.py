@@ -143,3 +143,29 @@ def test_sharded_evaluation_equals_one_worker_and_resumes_by_part(tmp_path, work
     assert calls == [(2, 3)]
     assert [x.to_dict() for x in load_result(out / f"{runs[0].run_id}.json").records] == \
         [x.to_dict() for x in load_result(tmp_path / "one" / f"{runs[0].run_id}.json").records]
+
+
+def _timed(i: int, prog, say) -> tuple[float, float]:
+    import time
+
+    t0 = time.time()
+    time.sleep(0.3 if i == 0 else 0.05)
+    return t0, time.time()
+
+
+@needs_fork
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_task_starts_only_after_its_dependencies_and_others_fill_free_workers(workers):
+    # 0 is long; 1 needs 0; 2 and 3 need nothing: with two workers they run beside 0, before 1
+    spans: dict[int, tuple[float, float]] = {}
+    run_tasks(4, _timed, workers, _Bars(), lambda s: None, lambda i, r: spans.__setitem__(i, r), deps=[[], [0], [], [2]])
+    assert spans[1][0] >= spans[0][1] and spans[3][0] >= spans[2][1]
+    if workers == 2:
+        assert spans[2][1] <= spans[0][1] and spans[3][1] <= spans[0][1]  # ran on the free worker meanwhile
+
+
+def test_dependencies_must_name_tasks_and_not_form_a_cycle():
+    with pytest.raises(ValueError, match="other tasks"):
+        run_tasks(2, _square, 1, _Bars(), lambda s: None, lambda i, r: None, deps=[[5], []])
+    with pytest.raises(ValueError, match="cycle"):
+        run_tasks(2, _square, 1, _Bars(), lambda s: None, lambda i, r: None, deps=[[1], [0]])

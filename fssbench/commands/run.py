@@ -27,20 +27,36 @@ def run(
     weights_dir: Optional[Path] = typer.Option(
         None, "--weights-dir", help="Folder with backbone weights files (default: $FSSBENCH_WEIGHTS, then library caches)."
     ),
+    executor: str = typer.Option("local", "--executor", "-e", help="Where tasks run: local, ray or slurm (README: clusters)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: join this cluster (e.g. auto, ray://head:10001); default: start a local one."),
+    cluster: str = typer.Option("slurm", "--cluster", help="slurm: 'slurm' (sbatch) or 'local' (the same jobs as local subprocesses)."),
+    max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="slurm: jobs in flight at once (default: no limit; --cluster local: --workers)."),
+    cpus: Optional[int] = typer.Option(None, "--cpus-per-task", min=1, help="CPUs per task (overrides the suite's resources)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus-per-task", min=0, help="GPUs per task; a training with more than 1 runs DDP under torchrun."),
+    mem_gb: Optional[float] = typer.Option(None, "--mem-gb", min=0.1, help="Memory per task in GB."),
+    time_min: Optional[int] = typer.Option(None, "--time-min", min=1, help="Wall time per task in minutes (slurm)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition."),
+    account: Optional[str] = typer.Option(None, "--account", help="SLURM account."),
 ) -> None:
     """Train each decoder once, evaluate every run of the matrix, write one result file per run."""
     from rich.markup import escape
 
+    from fssbench.executors import get_executor
     from fssbench.runner import SuiteRunner, filter_runs, resolve_device
     from fssbench.suite import load_suite
 
     if device is not None:  # a bad --device is one line before any work, dry run or not
         resolve_device(device, check_available=not dry_run)
+    ex = get_executor(executor, ray_address=ray_address, cluster=cluster, max_jobs=max_jobs)
+    overrides = {"cpus": cpus, "gpus": gpus, "mem_gb": mem_gb, "time_min": time_min, "partition": partition, "account": account}
 
     suite = load_suite(suite_file, profile, check_data=not dry_run, weights_dir=weights_dir)
     expanded = suite.expand()
     runs = filter_runs(expanded, only)
-    runner = SuiteRunner(suite, results_dir, device=device if not dry_run else "cpu", weights_dir=weights_dir, workers=workers)
+    runner = SuiteRunner(
+        suite, results_dir, device=device if not dry_run else "cpu", weights_dir=weights_dir, workers=workers,
+        executor=ex, resources={k: v for k, v in overrides.items() if v is not None},
+    )
     foreign = runner.foreign_results(expanded)
     if foreign:
         err_console.print(
@@ -69,6 +85,8 @@ def run(
             f"{len(plan.pending_evaluations)} of {len(runs)} runs pending; {len(plan.pending_decoders)} of {n_dec} decoders to train",
             highlight=False,
         )
+        if executor == "slurm":
+            _print_job_scripts(runner, plan, device)
         return
     if not runs:
         console.print("no run matches --only; nothing to do")
@@ -78,6 +96,23 @@ def run(
         f"[bold]{escape(suite.name)}[/]: {stats['evaluated']} evaluated, {stats['skipped']} already done, "
         f"{stats['trained']} decoders trained -> {escape(str(runner.out))}"
     )
+
+
+def _print_job_scripts(runner, plan, device: Optional[str]) -> None:
+    """``--executor slurm --dry-run``: the sbatch script of every task that would be submitted."""
+    from fssbench.executors.graph import build_graph
+    from fssbench.runner import StageContext, n_shards, part_file
+
+    runner.device_request = str(device or runner.suite.eval.get("device") or "auto")
+    graph = build_graph(
+        plan, lambda r: n_shards(runner, r), lambda r, i, n: part_file(runner.out, r.run_id, i, n).is_file(),
+        runner.suite.resources, runner.resources,
+    )
+    ctx = StageContext(runner, plan, None, lambda s: None)
+    scripts = runner.executor.scripts(ctx, graph)
+    for text in scripts:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(scripts)} job(s) would be submitted (nothing was submitted)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

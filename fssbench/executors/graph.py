@@ -1,0 +1,168 @@
+"""A suite's pending work as a dependency graph of tasks, each with the resources it asks for.
+
+Planning (``fssbench.plan``) says *what* is pending; this module turns it into tasks that any
+executor can run: one ``train`` task per pending decoder, one ``eval`` task per pending run (or per
+shard of it, ``eval.shards``), an evaluation depending on the training of its decoder. Task ids are
+stable strings (``train:<decoder_id>``, ``eval:<run_id>``, ``eval:<run_id>:<i>-of-<n>``) so a log line,
+a Ray task name and a SLURM job name all say the same thing.
+
+Every task is idempotent against the results folder: a training resumes from its ``last.pt`` and
+an evaluation writes its result (or part) file atomically at the end, so an executor that re-runs a
+killed or pre-empted task loses nothing, and one that starts again never re-runs a finished task
+(finished tasks are simply not in the graph).
+
+Resources (``resources:`` in the suite, per task kind, or on the command line) are what a cluster
+executor requests per task: CPUs, GPUs, memory, wall time, partition. The local executor runs CPU
+tasks ``--workers`` at a time (one torch thread each) and CUDA tasks one at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
+
+from fssbench.errors import UserError
+from fssbench.plan import Plan
+from fssbench.suite import Run
+
+RESOURCE_KEYS = ("cpus", "gpus", "mem_gb", "time_min", "partition", "account", "qos", "constraint")
+"""What a task may ask for (``resources.train`` / ``resources.eval`` in a suite)."""
+
+TASK_KINDS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task asks of an executor. ``gpus > 1`` on a training launches it under
+    ``torchrun`` (DDP, ``fssbench.executors.task``)."""
+
+    cpus: int = 1
+    gpus: int = 0
+    mem_gb: float | None = None
+    time_min: int = 60
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+DEFAULT_RESOURCES = {"train": Resources(cpus=1, time_min=24 * 60), "eval": Resources(cpus=1, time_min=4 * 60)}
+
+
+def check_resources(doc: Any, where: str = "resources") -> list[str]:
+    """Problems of a ``resources`` mapping (``{train: {...}, eval: {...}}``), one line each."""
+    if doc is None:
+        return []
+    if not isinstance(doc, dict):
+        return [f"'{where}' must be a mapping with keys train and/or eval"]
+    problems = []
+    for kind, spec in doc.items():
+        if kind not in TASK_KINDS:
+            problems.append(f"unknown key '{where}.{kind}' (valid: {', '.join(TASK_KINDS)})")
+            continue
+        if not isinstance(spec, dict):
+            problems.append(f"'{where}.{kind}' must be a mapping such as {{gpus: 1, cpus: 8, time_min: 120}}")
+            continue
+        for k, v in spec.items():
+            if k not in RESOURCE_KEYS:
+                problems.append(f"unknown key '{where}.{kind}.{k}' (valid: {', '.join(RESOURCE_KEYS)})")
+            elif k in ("cpus", "gpus", "time_min") and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if k != "gpus" else 0)):
+                problems.append(f"'{where}.{kind}.{k}' must be a whole number >= {1 if k != 'gpus' else 0}, got {v!r}")
+            elif k == "mem_gb" and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+                problems.append(f"'{where}.{kind}.mem_gb' must be a positive number, got {v!r}")
+            elif k in ("partition", "account", "qos", "constraint") and not isinstance(v, str):
+                problems.append(f"'{where}.{kind}.{k}' must be a string, got {v!r}")
+    return problems
+
+
+def resources_for(kind: str, suite_resources: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> Resources:
+    """The resources of a ``kind`` task: defaults < the suite's ``resources.<kind>`` < ``overrides``
+    (the command line's, which apply to every task kind)."""
+    base = DEFAULT_RESOURCES[kind]
+    spec = dict((suite_resources or {}).get(kind) or {})
+    spec.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    bad = sorted(set(spec) - set(RESOURCE_KEYS))
+    if bad:
+        raise UserError(f"unknown resource(s) {', '.join(bad)}; valid: {', '.join(RESOURCE_KEYS)}")
+    return replace(base, **spec)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: train a decoder, or evaluate a run (or one shard of it)."""
+
+    task_id: str
+    kind: str
+    run: Run
+    resources: Resources
+    deps: tuple[str, ...] = ()
+    part: tuple[int, int] | None = None
+    decoder_id: str | None = None
+    budget: int = 0
+    """Training episodes (epochs x episodes per epoch): the longest trainings start first."""
+
+    @property
+    def name(self) -> str:
+        """A job name for schedulers (no ':')."""
+        return "fssbench-" + self.task_id.replace(":", "-")
+
+
+@dataclass
+class Graph:
+    tasks: list[Task] = field(default_factory=list)
+    merges: dict[str, list[str]] = field(default_factory=dict)
+    """run id -> the task ids of its shards (the driver merges once all are done)."""
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def by_id(self) -> dict[str, Task]:
+        return {t.task_id: t for t in self.tasks}
+
+    def order(self) -> list[Task]:
+        """Tasks in a valid order that starts the longest trainings first, then evaluations in
+        plan order (an evaluation never before its decoder's training)."""
+        trains = sorted((t for t in self.tasks if t.kind == "train"), key=lambda t: -t.budget)
+        return trains + [t for t in self.tasks if t.kind != "train"]
+
+
+def build_graph(
+    plan: Plan,
+    shards_of: Any,
+    part_done: Any,
+    suite_resources: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Graph:
+    """The plan's pending work as tasks. ``shards_of(run) -> n`` is the run's shard count;
+    ``part_done(run, i, n)`` says whether shard ``i`` survived an earlier, interrupted run."""
+    g = Graph()
+    res = {k: resources_for(k, suite_resources, overrides) for k in TASK_KINDS}
+    pending_train = set()
+    for d in plan.pending_decoders:
+        cfg = d.run.train_config or {}
+        budget = int(cfg.get("epochs", 0)) * int(cfg.get("episodes_per_epoch", 0))
+        g.tasks.append(Task(f"train:{d.decoder_id}", "train", d.run, res["train"], decoder_id=d.decoder_id, budget=budget))
+        pending_train.add(d.decoder_id)
+    for e in plan.pending_evaluations:
+        r = e.run
+        deps = (f"train:{r.decoder_id}",) if r.decoder_id in pending_train and not r.config.get("incompatible") else ()
+        n = shards_of(r)
+        if n == 1:
+            g.tasks.append(Task(f"eval:{r.run_id}", "eval", r, res["eval"], deps, decoder_id=r.decoder_id))
+            continue
+        g.merges[r.run_id] = []
+        for i in range(n):
+            tid = f"eval:{r.run_id}:{i}-of-{n}"
+            g.merges[r.run_id].append(tid)
+            if not part_done(r, i, n):
+                g.tasks.append(Task(tid, "eval", r, res["eval"], deps, part=(i, n), decoder_id=r.decoder_id))
+    return g
+
+
+__all__ = ["Graph", "RESOURCE_KEYS", "Resources", "Task", "build_graph", "check_resources", "resources_for"]
