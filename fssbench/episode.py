@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -209,9 +209,9 @@ class EpisodeBatch:
     def shot(self) -> int:
         return int(self.support_images.shape[1])
 
-    def to(self, device: torch.device | str) -> "EpisodeBatch":
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "EpisodeBatch":
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
+            return None if t is None else fn(t)
 
         return EpisodeBatch(
             episodes=self.episodes,
@@ -227,6 +227,13 @@ class EpisodeBatch:
             kind=self.kind,
             generators=self.generators,
         )
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> "EpisodeBatch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "EpisodeBatch":
+        """Page-locked copies, so that ``to("cuda", non_blocking=True)`` overlaps with compute."""
+        return self._map(lambda t: t.pin_memory())
 
 
 def episode_generator(sampling_seed: int, episode_id: int) -> torch.Generator:

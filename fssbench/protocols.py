@@ -15,7 +15,7 @@ Both exclude ignore (255) pixels from prediction and label.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -107,6 +107,29 @@ class Protocol:
             support_class_name=raw.support_class_name,
         )
 
+    def score_batch(self, scores: torch.Tensor, episodes: Sequence[Episode]) -> list[EpisodeRecord]:
+        """:meth:`score` of every episode of a batch (``scores``: ``[B, 2, H, W]`` or ``[B, H, W]``),
+        counted in one vectorised pass when the protocol scores at input resolution (the same
+        integers as episode by episode, ``tests/test_protocols.py``); else episode by episode."""
+        if self.score_original or len(episodes) == 0:
+            return [self.score(scores[i], ep) for i, ep in enumerate(episodes)]
+        scores = scores.detach().float().cpu()
+        if scores.dim() == 3:
+            scores = torch.stack([0.5 - scores, scores - 0.5], dim=1)  # argmax == (p > 0.5)
+        pred = foreground(scores, 1)
+        gt = torch.stack([ep.query_mask for ep in episodes]).bool()
+        valid = ~torch.stack([ep.query_ignore for ep in episodes]).bool()
+        if pred.shape != gt.shape:
+            raise ValueError(f"pred shape {tuple(pred.shape[1:])} does not match label shape {tuple(gt.shape[1:])}")
+        pv, gv = pred & valid, gt & valid
+        n_valid = valid.sum((1, 2)).tolist()
+        inter = (pv & gv).sum((1, 2)).tolist()
+        union = (pv | gv).sum((1, 2)).tolist()
+        return [
+            EpisodeRecord(int(ep.spec.episode_id), int(ep.spec.class_id), i, u, nv - u, nv - i, str(ep.spec.query))
+            for ep, i, u, nv in zip(episodes, inter, union, n_valid)
+        ]
+
     def score(self, scores: torch.Tensor, episode: Episode) -> EpisodeRecord:
         """Score one prediction. ``scores``: ``[2, H, W]`` bg/fg scores at input resolution, or a
         ``[H, W]`` foreground probability (binarised at 0.5), e.g. a method's prior."""
@@ -114,7 +137,7 @@ class Protocol:
         if scores.dim() == 2:
             scores = torch.stack([0.5 - scores, scores - 0.5])  # argmax == (p > 0.5); resizes like scores
         if not self.score_original:
-            pred = scores.argmax(0)
+            pred = foreground(scores, 0)
             return episode_record(
                 pred, episode.query_mask, episode.query_ignore, episode.spec.episode_id, episode.spec.class_id, episode.spec.query
             )
@@ -122,7 +145,7 @@ class Protocol:
         h, w = episode.geometry["original"]
         crop = scores[:, :th, :tw]
         up = F.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        pred = up.argmax(0)
+        pred = foreground(up, 0)
         return episode_record(
             pred,
             torch.from_numpy(episode.label_original.astype(np.int64)),
@@ -131,6 +154,16 @@ class Protocol:
             episode.spec.class_id,
             episode.spec.query,
         )
+
+
+def foreground(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """``scores.argmax(dim) == 1`` for 2-class scores, as a comparison: the same pixels (ties and a
+    NaN background go to background, a NaN foreground to foreground, as argmax decides), ~10x
+    faster than a strided argmax over a dimension of size 2."""
+    if scores.shape[dim] != 2:
+        return scores.argmax(dim) == 1
+    bg, fg = scores.unbind(dim)
+    return (fg > bg) | (fg.isnan() & ~bg.isnan())
 
 
 PROTOCOLS: dict[str, Protocol] = {

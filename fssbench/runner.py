@@ -96,6 +96,10 @@ def filter_runs(runs: list[Run], only: str | None) -> list[Run]:
     return out
 
 
+DEFAULT_FEATURE_CACHE_GB = 1.0
+"""``eval.feature_cache_gb`` when a suite does not say: per process (each CPU worker has its own)."""
+
+
 @dataclass
 class StageContext:
     """What a stage sees: the runner (resources), the plan, the progress display and counters."""
@@ -137,6 +141,10 @@ class SuiteRunner:
         self.stages: list[Stage] = list(stages if stages is not None else DEFAULT_STAGES)
         self.workers = default_workers() if workers is None else max(1, int(workers))
         self.executor = executor if executor is not None else LocalExecutor()
+        from fssbench.backbones.cache import FeatureCache
+
+        self.feature_cache = FeatureCache(int(float(suite.eval.get("feature_cache_gb", DEFAULT_FEATURE_CACHE_GB)) * 2**30))
+        """Backbone features shared by this process's evaluations (``fssbench.backbones.cache``)."""
         self.resources = dict(resources or {})
         self._backbones: dict[str, Any] = {}
         self._dataset = None
@@ -527,25 +535,29 @@ def _evaluate(ctx: StageContext, run: Run, part: tuple[int, int] | None = None) 
     aux = r.aux_supplier(run, keep_controls=n_art)
     what = f"eval {run.run_id}" + (f" [{part[0] + 1}/{part[1]}]" if part else "")
     task = ctx.prog.add_task(escape(what), total=len(specs))
-    out = evaluate(
-        method,
-        r.dataset(),
-        specs,
-        cfg["fold"],
-        cfg["kind"],
-        r.protocol(run),
-        batch_size=int(r.suite.eval.get("batch_size", 8)),
-        device=r.device,
-        sampling_seed=cfg["seeds"]["sampling"],
-        class_ids=r.dataset().fold_classes(cfg["fold"]),
-        artefacts=n_art,
-        n_boot=int(r.suite.eval.get("n_boot", 1000)),
-        on_progress=lambda n: ctx.prog.advance(task, n),
-        extend=None if aux is None else aux.extend,
-        episode_extras=None if aux is None else (lambda eid: {"aux_fallbacks": float(aux.fallbacks.get(eid, 0))}),
-        episode_artefacts=None if aux is None else (lambda eid: {"aux_control": aux.controls[eid]} if eid in aux.controls else {}),
-        compute_metrics=part is None,
-    )
+    from fssbench.backbones.cache import feature_cache
+
+    cache_before = r.feature_cache.stats.as_dict()
+    with feature_cache(r.feature_cache):
+        out = evaluate(
+            method,
+            r.dataset(),
+            specs,
+            cfg["fold"],
+            cfg["kind"],
+            r.protocol(run),
+            batch_size=int(r.suite.eval.get("batch_size", 8)),
+            device=r.device,
+            sampling_seed=cfg["seeds"]["sampling"],
+            class_ids=r.dataset().fold_classes(cfg["fold"]),
+            artefacts=n_art,
+            n_boot=int(r.suite.eval.get("n_boot", 1000)),
+            on_progress=lambda n: ctx.prog.advance(task, n),
+            extend=None if aux is None else aux.extend,
+            episode_extras=None if aux is None else (lambda eid: {"aux_fallbacks": float(aux.fallbacks.get(eid, 0))}),
+            episode_artefacts=None if aux is None else (lambda eid: {"aux_control": aux.controls[eid]} if eid in aux.controls else {}),
+            compute_metrics=part is None,
+        )
     ctx.prog.remove_task(task)
     aux_summary = None if aux is None else aux.summary([s.episode_id for s in specs])
     cls = type(method)
@@ -563,6 +575,7 @@ def _evaluate(ctx: StageContext, run: Run, part: tuple[int, int] | None = None) 
             "eval": _backbone_provenance(r.backbone(cfg["eval_backbone"])),
         },
         "trainable_parameters": sum(p.numel() for p in method.parameters()),
+        "feature_cache": _cache_delta(cache_before, r.feature_cache.stats.as_dict(), r.feature_cache.max_bytes),
     }
     if part is not None:
         path = part_file(r.out, run.run_id, *part)
@@ -576,6 +589,14 @@ def _evaluate(ctx: StageContext, run: Run, part: tuple[int, int] | None = None) 
     if aux_summary is not None:
         out.metrics["aux"] = aux_summary
     return _write_result(r, run, lst.hash, out.records, out.metrics, env, decoder, out.artefacts)
+
+
+def _cache_delta(before: dict[str, Any], after: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """This evaluation's share of the process's feature-cache counters (hits, misses, backbone seconds)."""
+    out: dict[str, Any] = {k: after[k] - before[k] for k in ("hits", "misses", "stored")}
+    out["backbone_seconds"] = round(after["backbone_seconds"] - before["backbone_seconds"], 3)
+    out["max_gb"] = round(max_bytes / 2**30, 3)
+    return out
 
 
 def _write_result(r: "SuiteRunner", run: Run, episode_hash: str, records: list, metrics: dict, env: dict,
@@ -616,6 +637,9 @@ def _merge(r: "SuiteRunner", run: Run, n: int) -> RunResult:
     env = dict(parts[0]["provenance"])
     env |= {"started": min(p["provenance"]["started"] for p in parts), "finished": max(p["provenance"]["finished"] for p in parts),
             "eval_seconds": float(sum(p["provenance"]["eval_seconds"] for p in parts)), "shards": n}
+    caches = [p["provenance"].get("feature_cache") for p in parts]
+    if all(caches):
+        env["feature_cache"] = {k: (round(sum(c[k] for c in caches), 3) if k != "max_gb" else caches[0][k]) for k in caches[0]}
     arts: dict[int, dict[str, np.ndarray]] = {}
     for i in range(n):
         f = part_file(r.out, run.run_id, i, n).with_suffix(".npz")

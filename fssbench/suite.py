@@ -30,7 +30,7 @@ TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", 
 MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports", "aux"}
 DATASET_KEYS = {"name", "root", "split_dir", "generate", "options"}
 METHOD_KEYS = {"name", "options", "train", "label", "checkpoint", "backbones", "kinds", "kind_shots"}
-EVAL_KEYS = {"batch_size", "n_boot", "device", "artefacts", "shards"}
+EVAL_KEYS = {"batch_size", "n_boot", "device", "artefacts", "shards", "feature_cache_gb"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 SEED_KEYS = ("episodes", "train", "sampling")
 """The three seeds, one meaning each: which episodes; decoder init and training; evaluation-time sampling."""
@@ -39,7 +39,7 @@ SEED_KEYS = ("episodes", "train", "sampling")
 PRESENTATION_KEYS = frozenset({"label", "method_rank"})
 _NUMBER_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 PROTOCOL_TYPES = {"img_size": int, "keep_aspect": bool, "score_original": bool, "min_fg_pixels": int, "default_episodes": int}
-EVAL_TYPES = {"batch_size": int, "n_boot": int, "device": str, "artefacts": int, "shards": int}
+EVAL_TYPES = {"batch_size": int, "n_boot": int, "device": str, "artefacts": int, "shards": int, "feature_cache_gb": float}
 # ``NAME:VARIANT`` backbone references -> the ``weights`` argument of ``create_backbone``.
 BACKBONE_VARIANTS = {"": "auto", "random": "random"}
 
@@ -352,6 +352,9 @@ def load_suite(
     for k in sorted(set(ev) - EVAL_KEYS):
         problems.append(f"unknown key 'eval.{k}' (valid: {', '.join(sorted(EVAL_KEYS))})")
     _check_types(ev, EVAL_TYPES, "eval", problems)
+    fc = ev.get("feature_cache_gb", 0)
+    if isinstance(fc, (int, float)) and not isinstance(fc, bool) and fc < 0:
+        problems.append(f"'eval.feature_cache_gb' must be >= 0 (0 turns the feature cache off), got {fc!r}")
     _check_types(protocol, PROTOCOL_TYPES, "protocol", problems)
     from fssbench.executors.graph import check_resources
 

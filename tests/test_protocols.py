@@ -70,3 +70,30 @@ def test_unknown_protocol_and_setting():
         get_protocol("hsnet", img_sz=3)
     assert get_protocol("pfenet").episodes_for("coco") == 20000
     assert get_protocol("hsnet").episodes_for("pascal") == 1000
+
+
+@pytest.mark.parametrize("name", ["hsnet", "pfenet"])
+def test_batch_scoring_gives_the_integers_of_episode_by_episode_scoring(name):
+    ds = ToyDataset()
+    proto = get_protocol(name, img_size=48) if name == "hsnet" else get_protocol(name, img_size=48, keep_aspect=True)
+    specs = sample_episodes(ds, 0, 1, 6, seed=3).episodes
+    eps = [proto.prepare(load_raw_episode(ds, s, 0, "mask")) for s in specs]
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(len(eps), 2, 48, 48, generator=g)
+    scores[0] = 0.0  # ties go to background, as argmax does
+    probs = torch.rand(len(eps), 48, 48, generator=g)
+    probs[1] = 0.5
+    for s in (scores, probs):
+        one = [proto.score(s[i], ep) for i, ep in enumerate(eps)]
+        assert proto.score_batch(s, eps) == one
+
+
+def test_foreground_is_argmax_including_ties_and_nans():
+    from fssbench.protocols import foreground
+
+    nan = float("nan")
+    pairs = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (nan, 0.0), (0.0, nan), (nan, nan), (-1.0, -1.0)]
+    s = torch.tensor(pairs).T.reshape(2, 1, len(pairs))
+    assert torch.equal(foreground(s, 0), s.argmax(0) == 1)
+    s3 = torch.randn(3, 4, 5)
+    assert torch.equal(foreground(s3, 0), s3.argmax(0) == 1)

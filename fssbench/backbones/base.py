@@ -96,7 +96,9 @@ class Backbone(nn.Module, ABC):
         unknown = [n for n in names if n not in {s.name for s in self._layers}]
         if unknown:
             raise KeyError(f"{self.name} has no layer(s) {unknown}")
-        return self._extract(self.normalize(images), names)
+        from fssbench.backbones.cache import cached_extract
+
+        return cached_extract(self, images, names, lambda: self._extract(self.normalize(images), names))
 
     @abstractmethod
     def _extract(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:

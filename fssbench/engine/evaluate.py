@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from fssbench.datasets.base import FSSDataset
-from fssbench.engine.data import batched, iter_episodes
-from fssbench.episode import Episode, EpisodeSpec, RawEpisode, collate
+from fssbench.engine.data import iter_batches
+from fssbench.episode import Episode, EpisodeBatch, EpisodeSpec, RawEpisode, collate
 from fssbench.methods import Method, Prediction, as_prediction
 from fssbench.metrics import EpisodeRecord, IoUMeter, bootstrap_ci
 from fssbench.protocols import Protocol
@@ -102,19 +102,22 @@ def summarize(
     return out
 
 
-def _record(protocol: Protocol, pred: Prediction, i: int, ep: Episode, declared: frozenset[str]) -> EpisodeRecord:
-    rec = protocol.score(pred.scores[i], ep)
-    extras: dict[str, float] = {}
+def _records(protocol: Protocol, pred: Prediction, group: Sequence[Episode], declared: frozenset[str]) -> list[EpisodeRecord]:
+    """The batch's records: the prediction and every mask output scored in one pass each."""
+    recs = protocol.score_batch(pred.scores, group)
+    extras: list[dict[str, float]] = [{} for _ in group]
     for name, t in pred.masks.items():
         if name not in declared:
             raise ValueError(f"method returned mask output '{name}' that it does not declare in mask_outputs")
-        o = protocol.score(t[i], ep)
-        extras.update({f"{name}.{f}": float(getattr(o, f)) for f in COUNT_FIELDS})
+        for ex, o in zip(extras, protocol.score_batch(t, group)):
+            ex.update({f"{name}.{f}": float(getattr(o, f)) for f in COUNT_FIELDS})
     for name, t in pred.scalars.items():
         if "." in name:
             raise ValueError(f"scalar output name '{name}' must not contain '.'")
-        extras[name] = float(t[i])
-    return rec.with_extras(**extras) if extras else rec
+        values = t.tolist()
+        for ex, v in zip(extras, values):
+            ex[name] = float(v)
+    return [r.with_extras(**ex) if ex else r for r, ex in zip(recs, extras)]
 
 
 def _artefact(pred: Prediction, i: int, ep: Episode) -> dict[str, np.ndarray]:
@@ -171,8 +174,14 @@ def evaluate(
     kept: dict[int, dict[str, np.ndarray]] = {}
     declared = frozenset(method.mask_outputs)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-    for group in batched(iter_episodes(dataset, specs, fold, kind, protocol, extend=extend), bs):
-        batch = collate(group, sampling_seed=sampling_seed).to(device)
+    pin = device.type == "cuda"
+
+    def make_batch(group: list[Episode]) -> EpisodeBatch:
+        b = collate(group, sampling_seed=sampling_seed)
+        return b.pin_memory() if pin else b
+
+    for group, batch in iter_batches(dataset, specs, fold, kind, protocol, bs, make_batch, extend=extend):
+        batch = batch.to(device, non_blocking=pin)
         with autocast:
             pred = as_prediction(method.predict(batch))
         pred = Prediction(
@@ -181,8 +190,7 @@ def evaluate(
             scalars={k: v.float().cpu() for k, v in pred.scalars.items()},
             artefacts={k: v.float().cpu() for k, v in pred.artefacts.items()},
         )
-        for i, ep in enumerate(group):
-            rec = _record(protocol, pred, i, ep, declared)
+        for i, (ep, rec) in enumerate(zip(group, _records(protocol, pred, group, declared))):
             if episode_extras is not None:
                 rec = rec.with_extras(**episode_extras(ep.spec.episode_id))
             records.append(rec)

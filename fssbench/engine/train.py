@@ -38,7 +38,7 @@ import torch.distributed as dist
 
 from fssbench.datasets.base import FSSDataset
 from fssbench.engine.checkpoint import TRAIN_FORMAT, atomic_save, decoder_record, read_checkpoint, save_decoder
-from fssbench.engine.data import CachedDataset, batched, iter_episodes, training_specs
+from fssbench.engine.data import CachedDataset, iter_batches, training_specs
 from fssbench.engine.evaluate import evaluate
 from fssbench.episode import collate
 from fssbench.episodes import sample_episodes
@@ -198,9 +198,12 @@ def train(
         method.train()
         specs = training_specs(data, fold, shot, cfg.episodes_per_epoch, seed, epoch)
         losses: list[float] = []
-        for group in batched(iter_episodes(data, specs, fold, kind, protocol), cfg.batch_size):
-            shard, weight = shard_of(group, rank, world)
-            batch = collate(shard).to(device)
+        def make_batch(group: list[Any]) -> Any:  # on the loading thread: this rank's shard, collated
+            return collate(shard_of(group, rank, world)[0])
+
+        for group, batch in iter_batches(data, specs, fold, kind, protocol, cfg.batch_size, make_batch):
+            _, weight = shard_of(group, rank, world)
+            batch = batch.to(device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss, _logs = model(batch)
             loss = loss * weight if world > 1 else loss

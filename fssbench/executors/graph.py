@@ -126,10 +126,17 @@ class Graph:
         return {t.task_id: t for t in self.tasks}
 
     def order(self) -> list[Task]:
-        """Tasks in a valid order that starts the longest trainings first, then evaluations in
-        plan order (an evaluation never before its decoder's training)."""
+        """Tasks in a valid order that starts the longest trainings first, then evaluations grouped
+        by evaluation backbone and method (plan order within a group), so that a worker's
+        consecutive evaluations share backbone features (``fssbench.backbones.cache``). An
+        executor starts an evaluation only after its decoder's training, whatever its place."""
         trains = sorted((t for t in self.tasks if t.kind == "train"), key=lambda t: -t.budget)
-        return trains + [t for t in self.tasks if t.kind != "train"]
+        evals = [t for t in self.tasks if t.kind != "train"]
+        first: dict[tuple, int] = {}
+        for i, t in enumerate(evals):
+            first.setdefault((t.run.config.get("eval_backbone"), t.run.config.get("method")), i)
+        evals.sort(key=lambda t: first[(t.run.config.get("eval_backbone"), t.run.config.get("method"))])
+        return trains + evals
 
 
 def build_graph(

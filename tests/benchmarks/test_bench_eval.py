@@ -13,7 +13,6 @@ HSNet's learner is randomly initialised (speed does not depend on its weights).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,20 +25,7 @@ from fssbench.episodes import sample_episodes
 from fssbench.methods import create_method
 from fssbench.protocols import get_protocol
 
-REPO = Path(__file__).resolve().parents[2]
 EPISODES = 96
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    root = REPO / "data" / "synth"
-    if (root / "synth.json").exists():
-        return root
-    from fssbench.synth import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, seed=0, force=True, show_progress=False)
-    return root
 
 
 @pytest.mark.parametrize("method_name", ["prototype", "hsnet", "hm"])
