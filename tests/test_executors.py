@@ -190,3 +190,15 @@ def test_a_training_that_asks_for_several_gpus_runs_ddp_under_torchrun(tiny, tmp
     meta = json.loads(next((tmp_path / "r" / "decoders").glob("*/decoder.json")).read_text())
     assert meta["environment"]["world_size"] == 2
     assert any("DDP: 2 processes under torchrun" in m for m in said) and any(m.startswith("trained hsnet") for m in said)
+
+
+def test_slurm_without_sbatch_is_one_line(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    import shutil
+
+    if shutil.which("sbatch"):
+        pytest.skip("this machine has sbatch")
+    out = subprocess.run([*FSSBENCH, "run", str(tiny), "-p", "tiny", "--results-dir", str(tmp_path / "r"), "--executor", "slurm"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "no sbatch on this machine" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()  # before any work

@@ -91,6 +91,7 @@ def run(
     if not runs:
         console.print("no run matches --only; nothing to do")
         return
+    ex.check()  # a missing Ray / submitit / sbatch is one line before any work
     stats = runner.run(runs)
     console.print(
         f"[bold]{escape(suite.name)}[/]: {stats['evaluated']} evaluated, {stats['skipped']} already done, "

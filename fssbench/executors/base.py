@@ -24,6 +24,9 @@ from fssbench.executors.task import TaskRef
 class Executor(Protocol):
     name: str
 
+    def check(self) -> None:
+        """Raise a one-line ``UserError`` if this executor cannot run here (called before any work)."""
+
     def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
         """Run every task of ``graph`` (dependencies first); ``on_done(task)`` in this process as
         each finishes."""

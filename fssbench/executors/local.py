@@ -19,6 +19,9 @@ from fssbench.executors.task import execute, run_ref
 class LocalExecutor:
     name = "local"
 
+    def check(self) -> None:
+        return None
+
     def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
         from fssbench.workers import run_tasks
 

@@ -28,11 +28,16 @@ class RayExecutor:
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         self.address, self.num_cpus = address, num_cpus
 
-    def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
+    def check(self) -> None:
+        """Before any work: Ray is installed."""
         try:
-            import ray
+            import ray  # noqa: F401
         except ImportError:
             raise UserError("--executor ray needs Ray: pip install -e '.[cluster]' (or pip install ray)") from None
+
+    def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
+        self.check()
+        import ray
         started_here = not ray.is_initialized()
         if started_here:
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}

@@ -14,6 +14,7 @@ submitted again by the next ``fssbench run`` (a training resumes from its ``last
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -71,6 +72,13 @@ class SlurmExecutor:
             raise UserError(f"unknown --cluster '{cluster}'; use {' or '.join(CLUSTERS)}")
         self.cluster, self.max_jobs = cluster, max_jobs
 
+    def check(self) -> None:
+        """Before any work: submitit is there, and so is sbatch (for a real cluster)."""
+        _submitit()
+        if self.cluster == "slurm" and shutil.which("sbatch") is None:
+            raise UserError("--executor slurm: no sbatch on this machine; run it on the cluster's login node, "
+                            "or use --cluster local to run the jobs here")
+
     def folder(self, ctx: Any) -> Path:
         return ctx.runner.out.resolve() / ".submitit"
 
@@ -89,6 +97,8 @@ class SlurmExecutor:
     def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
         submitit = _submitit()
         from fssbench.executors.task import run_ref
+
+        self.check()
 
         folder = self.folder(ctx)
         ex = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
