@@ -162,15 +162,20 @@ def episode_record(pred: Any, label: Any, ignore: Any, episode_id: int, class_id
         valid = ~_binary(ignore, "ignore")
         if valid.shape != p.shape:
             raise ValueError(f"ignore shape {valid.shape} does not match label shape {g.shape}")
-    n_valid = int(np.count_nonzero(valid))
-    pv = p & valid
-    gv = g & valid
-    inter_fg = int(np.count_nonzero(pv & gv))
-    union_fg = int(np.count_nonzero(pv | gv))
+    counts = (int(c) for c in pixel_counts(p, g, valid))
+    return EpisodeRecord(int(episode_id), int(class_id), *counts, str(query))
+
+
+def pixel_counts(pred: np.ndarray, label: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(inter_fg, union_fg, inter_bg, union_bg)`` of boolean ``... x H x W`` arrays, counted over
+    the last two axes (one episode, or a batch of them at once)."""
+    n_valid = np.count_nonzero(valid, axis=(-2, -1))
+    pv = pred & valid
+    gv = label & valid
+    inter_fg = np.count_nonzero(pv & gv, axis=(-2, -1))
+    union_fg = np.count_nonzero(pv | gv, axis=(-2, -1))
     # background: (~p & valid) and (~g & valid); their union is valid minus the fg intersection
-    inter_bg = n_valid - union_fg
-    union_bg = n_valid - inter_fg
-    return EpisodeRecord(int(episode_id), int(class_id), inter_fg, union_fg, inter_bg, union_bg, str(query))
+    return inter_fg, union_fg, n_valid - union_fg, n_valid - inter_fg
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from fssbench.episode import Episode, RawEpisode
 from fssbench.errors import UserError
-from fssbench.metrics import EpisodeRecord, episode_record
+from fssbench.metrics import EpisodeRecord, episode_record, pixel_counts
 
 PAD_RGB = (0.485, 0.456, 0.406)
 """Padding colour (ImageNet mean in [0, 1]): zero after the usual normalisation, as PFENet pads."""
@@ -116,19 +116,13 @@ class Protocol:
         scores = scores.detach().float().cpu()
         if scores.dim() == 3:
             scores = torch.stack([0.5 - scores, scores - 0.5], dim=1)  # argmax == (p > 0.5)
-        pred = foreground(scores, 1)
-        gt = torch.stack([ep.query_mask for ep in episodes]).bool()
-        valid = ~torch.stack([ep.query_ignore for ep in episodes]).bool()
+        pred = foreground(scores, 1).numpy()
+        gt = torch.stack([ep.query_mask for ep in episodes]).bool().numpy()
+        valid = ~torch.stack([ep.query_ignore for ep in episodes]).bool().numpy()
         if pred.shape != gt.shape:
             raise ValueError(f"pred shape {tuple(pred.shape[1:])} does not match label shape {tuple(gt.shape[1:])}")
-        pv, gv = pred & valid, gt & valid
-        n_valid = valid.sum((1, 2)).tolist()
-        inter = (pv & gv).sum((1, 2)).tolist()
-        union = (pv | gv).sum((1, 2)).tolist()
-        return [
-            EpisodeRecord(int(ep.spec.episode_id), int(ep.spec.class_id), i, u, nv - u, nv - i, str(ep.spec.query))
-            for ep, i, u, nv in zip(episodes, inter, union, n_valid)
-        ]
+        counts = zip(*(c.tolist() for c in pixel_counts(pred, gt, valid)))
+        return [EpisodeRecord(int(ep.spec.episode_id), int(ep.spec.class_id), *c, str(ep.spec.query)) for ep, c in zip(episodes, counts)]
 
     def score(self, scores: torch.Tensor, episode: Episode) -> EpisodeRecord:
         """Score one prediction. ``scores``: ``[2, H, W]`` bg/fg scores at input resolution, or a

@@ -198,6 +198,16 @@ class SuiteRunner:
         ids = {r.run_id for r in runs}
         return sorted(p for p in self.out.glob("*.json") if not p.name.startswith(".") and p.stem not in ids)
 
+    def graph(self, plan: Plan) -> Any:
+        """The plan's pending work as tasks (``fssbench.executors.graph``), shards and resources
+        (the suite's, then the command line's) filled in."""
+        from fssbench.executors.graph import build_graph
+
+        return build_graph(
+            plan, lambda run: n_shards(self, run), lambda run, i, n: part_file(self.out, run.run_id, i, n).is_file(),
+            self.suite.resources, self.resources,
+        )
+
     def decoder_dir(self, decoder_id: str) -> Path:
         return decoder_dir(self.out, decoder_id)
 
@@ -394,19 +404,13 @@ def train_and_evaluate(ctx: StageContext) -> None:
     tasks (each on its own worker), written as they finish, and merged in episode order into the
     run's result once all are there: the same records and metrics as one worker, and a killed run
     keeps its finished parts."""
-    from fssbench.executors.graph import build_graph
-
     r = ctx.runner
-    graph = build_graph(
-        ctx.plan, lambda run: n_shards(r, run), lambda run, i, n: part_file(r.out, run.run_id, i, n).is_file(),
-        r.suite.resources, r.resources,
-    )
+    graph = r.graph(ctx.plan)
     runs = {e.run.run_id: e.run for e in ctx.plan.pending_evaluations}
     overall = ctx.prog.add_task("runs", total=len(runs))
-    left = {rid: {t for t in tids} for rid, tids in graph.merges.items()}
     queued = {t.task_id for t in graph}
+    left = {rid: {t for t in tids if t in queued} for rid, tids in graph.merges.items()}  # parts still to do
     for rid, tids in graph.merges.items():
-        left[rid] = {t for t in tids if t in queued}
         if not left[rid]:  # every part survived an earlier, interrupted run
             _merge(r, runs[rid], len(tids))
             ctx.stats["evaluated"] += 1

@@ -101,14 +101,10 @@ def run(
 
 def _print_job_scripts(runner, plan, device: Optional[str]) -> None:
     """``--executor slurm --dry-run``: the sbatch script of every task that would be submitted."""
-    from fssbench.executors.graph import build_graph
-    from fssbench.runner import StageContext, n_shards, part_file
+    from fssbench.runner import StageContext
 
     runner.device_request = str(device or runner.suite.eval.get("device") or "auto")
-    graph = build_graph(
-        plan, lambda r: n_shards(runner, r), lambda r, i, n: part_file(runner.out, r.run_id, i, n).is_file(),
-        runner.suite.resources, runner.resources,
-    )
+    graph = runner.graph(plan)
     ctx = StageContext(runner, plan, None, lambda s: None)
     scripts = runner.executor.scripts(ctx, graph)
     for text in scripts:

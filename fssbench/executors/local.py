@@ -42,22 +42,12 @@ class LocalExecutor:
         def call(i: int, prog: Any, say: Callable[[str], None]) -> None:
             one(order[i], prog, say)
 
-        if r.device.type != "cpu":
-            for i in _topological(deps):
-                one(order[i], ctx.prog, ctx.say)
-                on_done(order[i])
+        if r.device.type != "cpu":  # graph.order() is already a dependency order
+            for t in order:
+                one(t, ctx.prog, ctx.say)
+                on_done(t)
             return
         run_tasks(len(order), call, r.workers, ctx.prog, ctx.say, lambda i, _: on_done(order[i]), deps=deps)
-
-
-def _topological(deps: list[list[int]]) -> list[int]:
-    done: list[int] = []
-    left = list(range(len(deps)))
-    while left:
-        i = next(i for i in left if all(d in done for d in deps[i]))
-        left.remove(i)
-        done.append(i)
-    return done
 
 
 __all__ = ["LocalExecutor"]

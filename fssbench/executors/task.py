@@ -19,6 +19,7 @@ import argparse
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -149,10 +150,7 @@ def run_ref(ref: TaskRef) -> list[str]:
             raise UserError(f"training {task.decoder_id} under torchrun ({ref.gpus} processes) failed: "
                             f"{tail[-1].strip() if tail else f'exit {done.returncode}'}")
         return [ln for ln in done.stdout.splitlines() if ln.strip()] + [f"(DDP: {ref.gpus} processes under torchrun)"]
-    if runner.device.type == "cpu":
-        with threads():
-            execute(runner, task, _Silent(), said.append)
-    else:
+    with threads() if runner.device.type == "cpu" else nullcontext():
         execute(runner, task, _Silent(), said.append)
     return said
 
