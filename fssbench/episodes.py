@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -133,6 +134,42 @@ def _group(entries: Sequence[Entry]) -> dict[int, list[str]]:
     return by_class
 
 
+_SHOWN: "weakref.WeakKeyDictionary[FSSDataset, set[tuple[str, int]]]" = weakref.WeakKeyDictionary()
+"""Per dataset object, the (image, class) pairs already seen to show their class (each label read once)."""
+
+
+def check_class_shown(dataset: FSSDataset, pairs: Iterable[tuple[str, int]], where: str) -> None:
+    """Refuse an image whose mask holds no pixel of the class its list entry names.
+
+    Such an entry (a list says the class is there, the mask says otherwise) would be scored as an
+    episode whose support does not show its class, or whose query has nothing to find: no FSS
+    benchmark means that. ``sample_episodes`` checks every image of the episodes it draws, and the
+    runner checks whole training lists before any work, so a run never starts on one.
+    """
+    shown = _SHOWN.setdefault(dataset, set())
+    for name, class_id in dict.fromkeys((str(n), int(c)) for n, c in pairs):
+        if (name, class_id) in shown:
+            continue
+        mask, _ = dataset.load_label(name, class_id)
+        if not bool(np.asarray(mask).any()):
+            label = dataset.class_names.get(class_id, "?")
+            raise UserError(
+                f"{where}: image '{name}' is listed as class {class_id} ({label}) but its mask "
+                f"{dataset.label_path(name, class_id)} has no pixel of that class; fix the mask or remove the "
+                f"line from the list (`fssbench data check {dataset.root} --dataset {dataset.name}` lists every such line)"
+            )
+        shown.add((name, class_id))
+
+
+def episode_images(specs: Iterable[EpisodeSpec]) -> list[tuple[str, int]]:
+    """Every (image, class) pair an episode list uses: each query with its class, each support with its own."""
+    pairs: list[tuple[str, int]] = []
+    for s in specs:
+        pairs.append((s.query, s.class_id))
+        pairs.extend((name, s.support_class_id) for name in s.supports)
+    return pairs
+
+
 def filter_small_objects(dataset: FSSDataset, entries: Sequence[Entry], min_fg_pixels: int) -> list[Entry]:
     """Drop entries whose class covers fewer than ``min_fg_pixels`` pixels (PFENet/OSLSM: 2*32*32)."""
     if min_fg_pixels <= 0:
@@ -190,6 +227,7 @@ def sample_episodes(
         candidates = [name for name in by_class[cls] if name != query]
         picks = rng.choice(len(candidates), size=shot, replace=False) if shot else []
         specs.append(EpisodeSpec(i, cls, query, tuple(candidates[int(j)] for j in picks)))
+    check_class_shown(dataset, episode_images(specs), f"{dataset.name} fold {fold} '{split}' episodes")
     return EpisodeList(
         dataset=dataset.name,
         fold=fold,

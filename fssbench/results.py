@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fssbench import __version__
+from fssbench.dispatch import dispatch_provenance
 from fssbench.episodes import atomic_write_text
 from fssbench.errors import UserError
 from fssbench.metrics import EpisodeRecord
@@ -144,6 +145,7 @@ def environment() -> dict[str, Any]:
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
     }
+    env |= dispatch_provenance()
     try:
         import torchvision
 

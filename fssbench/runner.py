@@ -41,7 +41,7 @@ import torch
 from rich.markup import escape
 
 from fssbench.console import console, progress
-from fssbench.episodes import EpisodeList, atomic_write_text, sample_episodes
+from fssbench.episodes import EpisodeList, atomic_write_text, check_class_shown, episode_images, sample_episodes
 from fssbench.errors import UserError
 from fssbench.methods import Method, TrainConfig, create_method
 from fssbench.plan import Plan, decoder_dir, decoder_done, is_done, make_plan, result_file
@@ -338,9 +338,11 @@ def _is_decoder_file(path: Path) -> bool:
     A file that cannot be read safely goes to ``load_decoder``, whose errors say what is wrong."""
     from fssbench.engine.checkpoint import DECODER_FORMAT
 
+    from fssbench.backbones.weights import read_torch_file
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - explained by load_decoder
+        obj = read_torch_file(path)
+    except UserError:  # explained by load_decoder
         return True
     return isinstance(obj, dict) and obj.get("format") == DECODER_FORMAT
 
@@ -352,9 +354,15 @@ def _is_decoder_file(path: Path) -> bool:
 def prepare_data(ctx: StageContext) -> None:
     """Dataset (generated when asked) and every pending run's frozen episode list."""
     r = ctx.runner
-    r.dataset()
+    data = r.dataset()
     for e in ctx.plan.pending_evaluations:
         r.episode_list(e.run)
+        if e.run.config["supports"] != "own":  # the control's supports come from other classes' images
+            check_class_shown(data, episode_images(r.episode_specs(e.run)), f"{data.name} fold {e.run.config['fold']} control episodes")
+    # Every image a training may draw (its list and its model-selection list), before any training starts.
+    for fold in dict.fromkeys(d.run.config["fold"] for d in ctx.plan.pending_decoders):
+        for split in ("trn", "baseval"):
+            check_class_shown(data, ((x.name, x.class_id) for x in data.entries(fold, split)), f"{data.name} fold {fold} '{split}' list")
 
 
 def build_backbones(ctx: StageContext) -> None:

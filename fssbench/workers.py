@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -96,6 +97,57 @@ def _init(q: Any, parent: int) -> None:
     torch.set_num_threads(THREADS)
 
 
+def _quiet_init(init: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
+    """First thing in a worker: leave Ctrl-C to the parent. A terminal sends SIGINT to the whole
+    process group; a worker that took it would print a ``KeyboardInterrupt`` traceback (an idle one
+    from its task queue) before the parent's one line. The worker was forked with SIGINT blocked, so
+    no interrupt lands before this; one already pending is discarded when it is unblocked."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if init is not None:
+        init(*args)
+
+
+class ForkPool:
+    """A ``ProcessPoolExecutor`` of forked workers that leave Ctrl-C to the parent.
+
+    Used as a context manager. On Ctrl-C in the parent (or a ``KeyboardInterrupt`` a task raised)
+    the workers are terminated at once: every file a task writes is written atomically, so what a
+    terminated task had finished is kept and the rest resumes on the next run. On any other error,
+    tasks not started are dropped and running ones finish.
+    """
+
+    def __init__(self, workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()) -> None:
+        self.ex = ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("fork"), initializer=_quiet_init, initargs=(initializer, initargs)
+        )
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``executor.submit`` with SIGINT blocked meanwhile: the workers are forked here."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return self.ex.submit(fn, *args)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def terminate(self) -> None:
+        """End every worker now (Python < 3.14 has no public call for it: the pool's own table)."""
+        for proc in list((getattr(self.ex, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.terminate()
+
+    def __enter__(self) -> "ForkPool":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if kind is None:
+            self.ex.shutdown(wait=True)
+            return
+        if issubclass(kind, KeyboardInterrupt):
+            self.terminate()
+        self.ex.shutdown(wait=True, cancel_futures=True)
+
+
 def _call(i: int) -> Any:
     q = _STATE["queue"]
     return _STATE["fn"](i, QueueProgress(q, i), lambda s: q.put(("say", i, s)))
@@ -116,8 +168,9 @@ def run_tasks(
     start, the lowest index starts first (so the order of the tasks is their priority).
     ``on_done(i, result)`` runs in this process as each task finishes (in completion order). The
     first task that raises stops the pool (tasks not started are dropped, running ones finish)
-    and its exception is raised here. With one worker, or where fork is unavailable, the tasks run
-    here, one after the other in a dependency-respecting order, with the same single thread.
+    and its exception is raised here; Ctrl-C ends the workers at once (``ForkPool``). With one
+    worker, or where fork is unavailable, the tasks run here, one after the other in a
+    dependency-respecting order, with the same single thread.
     """
     if n == 0:
         return
@@ -159,14 +212,14 @@ def run_tasks(
             elif kind == "remove":
                 prog.remove_task(ids.pop((msg[1], msg[2])))
 
-    with threads():  # the parent never runs a multi-threaded region the workers could inherit
-        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init, initargs=(q, os.getpid()))
+    # the parent never runs a multi-threaded region the workers could inherit
+    with threads(), ForkPool(workers, _init, (q, os.getpid())) as pool:
         try:
             running: dict[Any, int] = {}
             while waiting or running:
                 for i in ready()[: workers - len(running)]:  # a free worker takes the first ready task
                     waiting.remove(i)
-                    running[ex.submit(_call, i)] = i
+                    running[pool.submit(_call, i)] = i
                 if not running:
                     raise ValueError("deps form a cycle")
                 done, _ = wait(set(running), timeout=0.2, return_when=FIRST_COMPLETED)
@@ -176,13 +229,8 @@ def run_tasks(
                     on_done(i, f.result())
                     finished.add(i)
             drain()
-        except BaseException:  # tasks not started are dropped; running ones finish
-            ex.shutdown(wait=True, cancel_futures=True)
-            raise
-        else:
-            ex.shutdown(wait=True)
         finally:
             _STATE.pop("fn", None)
 
 
-__all__: Sequence[str] = ["THREADS", "default_workers", "run_tasks", "threads", "QueueProgress"]
+__all__: Sequence[str] = ["THREADS", "ForkPool", "default_workers", "run_tasks", "threads", "QueueProgress"]

@@ -8,6 +8,7 @@ import os
 os.environ["COLUMNS"] = "200"
 os.environ.setdefault("NO_COLOR", "1")
 
+import fssbench  # noqa: E402,F401  (pins the CPU kernel dispatch before torch does any work)
 import matplotlib  # noqa: E402
 import torch  # noqa: E402
 

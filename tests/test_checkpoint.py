@@ -76,7 +76,7 @@ def test_truncated_file(saved):
     raw = saved.read_bytes()
     saved.write_bytes(raw[: len(raw) * 2 // 3])
     msg = _error(saved, _decoder())
-    assert "truncated or not a torch file" in msg and f"delete {saved.parent}" in msg
+    assert "truncated or corrupt" in msg and f"delete {saved.parent}" in msg
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, I am text\n", b"\x80\x02}q\x00."])
@@ -84,14 +84,14 @@ def test_not_a_torch_file(tmp_path, content):
     path = tmp_path / "best.pt"
     path.write_bytes(content)
     msg = _error(path, _decoder())
-    assert "truncated or not a torch file" in msg or "not an fssbench checkpoint" in msg
+    assert any(w in msg for w in ("truncated or corrupt", "not a PyTorch file", "not an fssbench checkpoint")), msg
 
 
 def test_file_that_would_run_code_is_refused(tmp_path):
     path = tmp_path / "best.pt"
     torch.save({"format": DECODER_FORMAT, "method": "toy-decoder", "options": {}, "state": {}, "x": Opaque()}, path)
     msg = _error(path, _decoder())
-    assert "not a plain tensor file" in msg and "refused for safety" in msg and "Opaque" in msg
+    assert "pickled Python objects" in msg and "can run code" in msg and "Opaque" in msg
 
 
 def test_bare_state_dict_is_refused_even_when_it_fits(tmp_path):

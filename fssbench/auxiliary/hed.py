@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fssbench.backbones.weights import read_torch_file
 from fssbench.errors import UserError
 
 HED_FILE = "annotators/ControlNetHED.pth"
@@ -79,10 +80,7 @@ class HEDDetector:
 def load_hed(path: str | Path, device: torch.device | str = "cpu") -> HEDDetector:
     """Read ``ControlNetHED.pth`` into :class:`HEDNet` (strict keys and shapes)."""
     p = Path(path)
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: one line, not a traceback
-        raise UserError(f"cannot read HED weights {p} ({type(exc).__name__}); re-download {HED_SOURCE}") from None
+    state = read_torch_file(p, what="HED weights", fix=f"re-download {HED_SOURCE}")
     net = HEDNet()
     try:
         net.load_state_dict(state, strict=True)

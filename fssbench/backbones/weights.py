@@ -235,7 +235,11 @@ def torch_load_problem(exc: BaseException) -> str:
         return f"it is corrupt or not a PyTorch file ({why})"
     if isinstance(exc, EOFError) or "central directory" in text or "zip archive" in text:
         return "it is truncated or corrupt (an interrupted copy or save)"
+    if "PytorchStreamReader" in text:
+        return "it is a zip archive but not a PyTorch file (torch.save writes a data.pkl inside)"
     first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else type(exc).__name__
+    if "weights_only" in first:  # torch's advice to load unsafely: never shown
+        return "it is not a plain PyTorch file of tensors"
     return f"it is corrupt or not a PyTorch file ({first})"
 
 
@@ -249,8 +253,15 @@ def read_torch_file(path: str | os.PathLike[str], *, what: str = "checkpoint", f
         if p.exists():
             raise UserError(f"{what} {p} is not a regular file; {fix}")
         raise MissingFileError(f"{what} {p} not found; {fix}")
+    if is_torchscript_archive(p):  # torch.load would warn, then advise loading it unsafely
+        raise UserError(
+            f"{what} {p} is a TorchScript archive (a saved program, what torch.jit.save writes), not a "
+            f"plain state dict of tensors (what torch.save(model.state_dict()) writes); {fix}"
+        )
     try:
-        return torch.load(str(p), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on odd files are replaced by the line below
+            warnings.simplefilter("ignore")
+            return torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
         raise UserError(f"cannot read {what} {p}: {torch_load_problem(exc)}; {fix}") from None
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from fssbench.backbones.weights import read_torch_file
 from fssbench.errors import UserError
 from fssbench.methods import Method
 
@@ -103,20 +102,7 @@ def read_checkpoint(path: Path, method: Method, *, what: str, fmt: str, fix: str
         raise UserError(f"{what} file {path} is a folder, not a file; {fix}")
     if not path.is_file():
         raise UserError(f"{what} file {path} does not exist; {fix}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only unpickling names the class or function it refused to import; that is a
-        # file holding objects, not tensors. Any other unpickling failure is damage.
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if found:
-            raise UserError(
-                f"{what} file {path} is not a plain tensor file: reading it would run code (it needs "
-                f"{found.group(1)}), so it is refused for safety; {fix}"
-            ) from None
-        raise UserError(f"{what} file {path} is truncated or not a torch file ({_first_line(exc)}); {fix}") from None
-    except Exception as exc:  # a cut zip, an empty or foreign file: one line, never a traceback
-        raise UserError(f"{what} file {path} is truncated or not a torch file ({_first_line(exc)}); {fix}") from None
+    ckpt = read_torch_file(path, what=f"{what} file", fix=fix)
 
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
@@ -183,11 +169,3 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return a == b
-
-
-def _first_line(exc: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    if not text:
-        return type(exc).__name__
-    line = f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0].rstrip('.')}"
-    return line if len(line) <= 160 else line[:157] + "..."

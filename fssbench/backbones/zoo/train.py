@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from torch import nn
 
 from fssbench.backbones.zoo.models import ZooBackbone, ZooCLIP
 from fssbench.backbones.zoo.specs import IMAGE_SIZE, ZOO, ZooSpec, get_spec
+from fssbench.workers import ForkPool, can_fork
 from fssbench.backbones.zoo.store import (
     build_network,
     checkpoint_bytes,
@@ -94,14 +94,10 @@ def render_pool(seed: int, n: int, size: int = IMAGE_SIZE, workers: int = JOBS) 
     labels int64 [n], masks uint8 [n,s,s]. The result does not depend on ``workers``."""
     chunk = 256
     jobs = [(seed, min(chunk, n - s), size, s) for s in range(0, n, chunk)]
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        import sys
-
+    if workers > 1 and len(jobs) > 1 and can_fork():
         # fork: workers only run numpy/scikit-image, and it works from unguarded scripts too
-        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
-            parts = list(ex.map(_render_chunk, jobs))
+        with ForkPool(workers) as pool:
+            parts = [f.result() for f in [pool.submit(_render_chunk, j) for j in jobs]]
     else:
         parts = [_render_chunk(j) for j in jobs]
     images = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, size, size, 3), np.uint8)
@@ -485,7 +481,7 @@ def build_zoo(
         manifest["models"][entry["name"]] = {k: v for k, v in entry.items() if k != "name"}
         write_manifest(out, manifest)
 
-    if jobs <= 1 or not hasattr(os, "fork"):
+    if jobs <= 1 or not can_fork():
         for name in names:
             data, entry = build_one(name, pools, steps=steps, progress=progress, probe=probe)
             store(data, {"name": name, **entry})
@@ -494,11 +490,10 @@ def build_zoo(
         import queue as queue_mod
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        ctx = mp.get_context("fork")  # like DataLoader workers: single-threaded torch after fork
-        q = ctx.Queue()
+        q = mp.get_context("fork").Queue()  # like DataLoader workers: single-threaded torch after fork
         order = sorted(names, key=lambda n: -_COST.get(n, 100))
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(pools, q)) as ex:
-            futures = {ex.submit(_worker_build, n, steps, probe): n for n in order}
+        with ForkPool(jobs, _worker_init, (pools, q)) as pool:
+            futures = {pool.submit(_worker_build, n, steps, probe): n for n in order}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
