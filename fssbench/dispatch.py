@@ -75,3 +75,19 @@ def dispatch_provenance() -> dict[str, Any]:
     for key in X86_PIN:
         out[key] = os.environ.get(key)
     return out
+
+
+DEVICE_ENV = "FSSBENCH_DEVICE"
+"""Environment variable: what ``auto`` means (``cpu``, ``cuda`` or ``cuda:N``). The tests and the
+CI gates set ``cpu``: their baselines were made on CPUs, and a GPU run would be compared with them
+in another precision (bf16 autocast) without a word."""
+
+
+def auto_device() -> str:
+    """The device ``auto`` stands for: ``$FSSBENCH_DEVICE`` when set, else CUDA when visible, else the CPU."""
+    import torch
+
+    pinned = os.environ.get(DEVICE_ENV, "").strip()
+    if pinned and pinned != "auto":
+        return pinned
+    return "cuda" if torch.cuda.is_available() else "cpu"

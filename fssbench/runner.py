@@ -41,6 +41,7 @@ import torch
 from rich.markup import escape
 
 from fssbench.console import console, progress
+from fssbench.dispatch import DEVICE_ENV, auto_device
 from fssbench.episodes import EpisodeList, atomic_write_text, check_class_shown, episode_images, sample_episodes
 from fssbench.errors import UserError
 from fssbench.methods import Method, TrainConfig, create_method
@@ -53,11 +54,13 @@ DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
 
 
 def resolve_device(name: str | None, *, check_available: bool = True) -> torch.device:
-    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` -> a device; anything else is a one-line error."""
+    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` -> a device; anything else is a one-line error.
+    ``auto`` is ``$FSSBENCH_DEVICE`` when set (``fssbench.dispatch.auto_device``)."""
     if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = auto_device()
     if not isinstance(name, str) or not (name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise UserError(f"unknown device '{name}'; {DEVICE_HELP}")
+        where = f" (from ${DEVICE_ENV})" if os.environ.get(DEVICE_ENV, "").strip() == name else ""
+        raise UserError(f"unknown device '{name}'{where}; {DEVICE_HELP}")
     if check_available and name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{name}' requested but CUDA is not available; use --device cpu")
     return torch.device(name)

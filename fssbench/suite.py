@@ -29,7 +29,7 @@ from fssbench.methods import TrainConfig
 TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "aux", "resources", "profiles", "default_profile"}
 MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports", "aux"}
 DATASET_KEYS = {"name", "root", "split_dir", "generate", "options"}
-METHOD_KEYS = {"name", "options", "train", "label", "checkpoint", "backbones", "kinds", "kind_shots"}
+METHOD_KEYS = {"name", "options", "train", "label", "checkpoint", "backbones", "kinds", "kind_shots", "seeds"}
 EVAL_KEYS = {"batch_size", "n_boot", "device", "artefacts", "shards", "feature_cache_gb"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 SEED_KEYS = ("episodes", "train", "sampling")
@@ -82,6 +82,7 @@ class MethodEntry:
     backbones: tuple["BackbonePair", ...] | None = None  # replaces matrix.backbones for this method
     kinds: tuple[str, ...] | None = None  # keeps only these kinds of the matrix's (kind, shot) pairs
     kind_shots: tuple[tuple[str, int], ...] | None = None  # replaces the matrix's (kind, shot) pairs
+    seeds: tuple[dict[str, int], ...] | None = None  # replaces matrix.seeds (e.g. more training seeds)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,11 @@ class Suite:
         """The method's own ``backbones`` where it gives them, else the matrix's."""
         return list(m.backbones) if m.backbones is not None else list(self.backbones)
 
+    def method_seeds(self, m: MethodEntry) -> list[dict[str, int]]:
+        """The method's own ``seeds`` where it gives them (e.g. several training seeds for a method
+        whose trainings vary), else the matrix's."""
+        return list(m.seeds) if m.seeds is not None else list(self.seeds)
+
     def method_kind_shots(self, m: MethodEntry) -> list[tuple[str, int]]:
         """The method's own ``kind_shots`` where it gives them, else the matrix's (kind, shot) pairs;
         restricted to the method's ``kinds`` where it gives them."""
@@ -180,7 +186,7 @@ class Suite:
                         options, get_backbone_info(split_backbone(bb.train)[0]), get_backbone_info(split_backbone(bb.eval)[0])
                     )
                 for fold in self.folds:
-                    for seeds in self.seeds:
+                    for seeds in self.method_seeds(m):
                         decoder_id = None
                         if trains:
                             dkey = {
@@ -437,18 +443,18 @@ def _parse_kind_shots(matrix: dict[str, Any], problems: list[str], where: str = 
     return list(dict.fromkeys(pairs))
 
 
-def _parse_seeds(value: Any, problems: list[str]) -> list[dict[str, int]]:
+def _parse_seeds(value: Any, problems: list[str], where: str = "matrix.seeds") -> list[dict[str, int]]:
     """``[0, 1]``: each value sets all three seeds; ``{episodes: [0], train: [0, 1, 2], sampling: [0]}``:
     their product (a missing key is ``[0]``)."""
     if isinstance(value, dict):
         bad = sorted(set(value) - set(SEED_KEYS))
         if bad:
-            problems.append(f"unknown key(s) {', '.join(bad)} in matrix.seeds (valid: {', '.join(SEED_KEYS)})")
-        lists = [_int_list(value.get(k, [0]), f"matrix.seeds.{k}", problems) for k in SEED_KEYS]
+            problems.append(f"unknown key(s) {', '.join(bad)} in {where} (valid: {', '.join(SEED_KEYS)})")
+        lists = [_int_list(value.get(k, [0]), f"{where}.{k}", problems) for k in SEED_KEYS]
         import itertools
 
         return [dict(zip(SEED_KEYS, combo)) for combo in itertools.product(*lists)]
-    return [{k: s for k in SEED_KEYS} for s in _int_list(value, "matrix.seeds", problems)]
+    return [{k: s for k in SEED_KEYS} for s in _int_list(value, where, problems)]
 
 
 def _int_list(value: Any, where: str, problems: list[str], minimum: int = 0) -> list[int]:
@@ -500,13 +506,14 @@ def _parse_methods(value: Any, problems: list[str]) -> list[MethodEntry]:
         own_ks = None
         if "kind_shots" in item:
             own_ks = tuple(_parse_kind_shots({"kind_shots": item["kind_shots"]}, problems, where=f"matrix.methods[{i}].kind_shots"))
+        own_seeds = tuple(_parse_seeds(item["seeds"], problems, f"matrix.methods[{i}].seeds")) if "seeds" in item else None
         label = str(item.get("label", item["name"]))
         if "label" in item and (not label or any(c in label for c in '/\\:*?"<>|') or label.startswith(".")):
             problems.append(
                 f"matrix.methods[{i}] label {label!r} cannot name a result file (no / \\ : * ? \" < > | or leading dot); "
                 "give it a plain 'label'"
             )
-        out.append(MethodEntry(item["name"], options, train, label, ckpt, own_bb, own_kinds, own_ks))
+        out.append(MethodEntry(item["name"], options, train, label, ckpt, own_bb, own_kinds, own_ks, own_seeds))
     labels = [m.label for m in out]
     for lab in sorted({x for x in labels if labels.count(x) > 1}):
         problems.append(f"two methods share the label '{lab}'; give each a distinct 'label'")

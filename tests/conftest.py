@@ -7,6 +7,9 @@ import os
 # Wide, colourless rich output so tests that read tables do not depend on the terminal.
 os.environ["COLUMNS"] = "200"
 os.environ.setdefault("NO_COLOR", "1")
+# Tests run on the CPU even where CUDA is visible: what they compare with was made on CPUs. A test
+# about the GPU sets the device itself (and is marked ``gpu``).
+os.environ["FSSBENCH_DEVICE"] = "cpu"
 
 import fssbench  # noqa: E402,F401  (pins the CPU kernel dispatch before torch does any work)
 import matplotlib  # noqa: E402
@@ -27,3 +30,13 @@ def one_thread():
 
     with threads(1):
         yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests: skipped without CUDA (the only tests that may leave the CPU)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

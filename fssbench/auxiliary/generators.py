@@ -280,7 +280,9 @@ class ControlNetGenerator(Generator):
             import torch
             from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline
 
-            dev = torch.device("cuda" if (self.device == "auto" and torch.cuda.is_available()) else ("cpu" if self.device == "auto" else self.device))
+            from fssbench.dispatch import auto_device
+
+            dev = torch.device(auto_device() if self.device == "auto" else self.device)
             dtype = torch.float16 if dev.type == "cuda" else torch.float32
             kw = {} if dtype == torch.float32 else {"torch_dtype": dtype}  # fp32 is the default
             try:

@@ -118,9 +118,9 @@ def _runner(ref: TaskRef) -> tuple[Any, list]:
 
     device = ref.device
     if device == "auto":
-        import torch
+        from fssbench.dispatch import auto_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = auto_device()
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and device.startswith("cuda"):
         device = f"cuda:{int(local_rank)}"
