@@ -550,11 +550,7 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, we
             problems.append(f"unknown method '{m.name}' (known: {', '.join(known_methods)})")
             continue
         cls = get_method_class(m.name)
-        bad = sorted(set(m.options) - set(cls.default_config))
-        if bad:
-            problems.append(
-                f"method '{m.name}' has no option(s) {', '.join(bad)} (valid: {', '.join(sorted(cls.default_config)) or 'none'})"
-            )
+        problems.extend(cls.option_problems(m.options, m.label))
         if not suite.method_kind_shots(m):
             problems.append(f"method '{m.label}': none of its kinds {', '.join(m.kinds or ())} is in the matrix's kinds")
         for kind, shot in suite.method_kind_shots(m):
