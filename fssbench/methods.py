@@ -25,6 +25,7 @@ from torch import nn
 from fssbench.backbones.base import Backbone
 from fssbench.episode import ANNOTATION_KINDS, EpisodeBatch
 from fssbench.errors import UserError
+from fssbench.options import Option, defaults, unknown_problem, value_problems
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,19 @@ class TrainConfig:
 class Method(nn.Module, ABC):
     """Base class of every FSS method.
 
-    Subclasses set ``name``, ``capabilities`` and ``default_config`` (method options with their
-    defaults; unknown keys in a suite are rejected) and implement ``predict`` (and ``loss`` when
-    ``capabilities.trains``). ``predict`` returns foreground/background logits ``[B, 2, H, W]`` at the
+    Subclasses set ``name``, ``capabilities`` and ``option_specs`` (each option's default, type and
+    allowed values, :class:`fssbench.options.Option`; ``default_config`` is derived from it, and a
+    suite's options are checked against it when the suite loads) and implement ``predict`` (and
+    ``loss`` when ``capabilities.trains``). A method may set ``default_config`` alone instead: then
+    only unknown option names are rejected. ``predict`` returns foreground/background logits ``[B, 2, H, W]`` at the
     batch's input resolution; the harness takes the argmax and scores it under the protocol.
     """
 
     name: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    option_specs: ClassVar[Mapping[str, Option]] = {}
     default_config: ClassVar[dict[str, Any]] = {}
+    """Every option's default: derived from ``option_specs`` when a class declares them (one source)."""
     eval_options: ClassVar[frozenset[str]] = frozenset()
     """Options of ``default_config`` that act only at evaluation (sampling steps, ensemble size, a
     threshold): they change the run id but never the decoder id, so changing them never re-trains."""
@@ -136,14 +141,40 @@ class Method(nn.Module, ABC):
         return {k: v for k, v in {**cls.default_config, **options}.items() if not cls._quiet(k, v)}
     default_train: ClassVar[TrainConfig] = TrainConfig()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "option_specs" in cls.__dict__:
+            if "default_config" in cls.__dict__:
+                raise TypeError(f"{cls.__qualname__}: declare option defaults in option_specs only, not also in default_config")
+            cls.default_config = defaults(cls.option_specs)
+        elif "default_config" in cls.__dict__ and cls.option_specs:
+            raise TypeError(f"{cls.__qualname__}: its base declares option_specs; override those (with their defaults), not default_config")
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> str | None:
+        """Why these resolved options (every option present, each one allowed on its own) do not go
+        together, or ``None``: the hook for rules across options (``sampling_steps <= timesteps``)."""
+        return None
+
+    @classmethod
+    def option_problems(cls, options: Mapping[str, Any], label: str | None = None) -> list[str]:
+        """One line per problem with a suite's ``options`` for this method (unknown name, wrong type,
+        out of range, not a choice, options that do not go together), checked before any work;
+        ``label`` names the suite entry when it differs from the method's name."""
+        who = f"method '{cls.name}'" if label in (None, cls.name) else f"method '{label}' ({cls.name})"
+        unknown = unknown_problem(who, options, cls.default_config)
+        problems = ([unknown] if unknown else []) + value_problems(who, options, cls.option_specs)
+        if not problems:
+            why = cls.check_options({**cls.default_config, **options})
+            if why:
+                problems.append(f"{who} options: {why}")
+        return problems
+
     def __init__(self, backbone: Backbone, **options: Any) -> None:
         super().__init__()
-        unknown = sorted(set(options) - set(self.default_config))
-        if unknown:
-            raise UserError(
-                f"method '{self.name}' has no option(s) {', '.join(unknown)}; "
-                f"valid options: {', '.join(sorted(self.default_config)) or 'none'}"
-            )
+        problems = self.option_problems(options)
+        if problems:
+            raise UserError(problems[0])
         self.options: dict[str, Any] = {**self.default_config, **options}
         # The backbone is not a registered submodule: it is frozen, shared, swappable, and
         # never part of the method's saved state.
@@ -225,6 +256,9 @@ def register_method(cls: type[Method]) -> type[Method]:
     stray = set(cls.eval_options) - set(cls.default_config)
     if stray:
         raise ValueError(f"{cls.name}: eval_options {sorted(stray)} are not in default_config")
+    bad_defaults = cls.option_problems(cls.default_config)
+    if bad_defaults:
+        raise ValueError(f"{cls.name}: a declared default is not allowed by its own spec: {bad_defaults[0]}")
     _REGISTRY[cls.name] = cls
     return cls
 

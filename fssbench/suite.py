@@ -25,6 +25,7 @@ import yaml
 from fssbench.episode import ANNOTATION_KINDS
 from fssbench.errors import UserError
 from fssbench.methods import TrainConfig
+from fssbench.options import TYPE_NAMES, type_ok
 
 TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "aux", "resources", "profiles", "default_profile"}
 MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports", "aux"}
@@ -37,7 +38,6 @@ SEED_KEYS = ("episodes", "train", "sampling")
 # Run-config keys that only shape presentation (row label, row order in reports); they stay out of
 # the run id so relabelling or reordering methods in a suite does not invalidate finished runs.
 PRESENTATION_KEYS = frozenset({"label", "method_rank"})
-_NUMBER_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 PROTOCOL_TYPES = {"img_size": int, "keep_aspect": bool, "score_original": bool, "min_fg_pixels": int, "default_episodes": int}
 EVAL_TYPES = {"batch_size": int, "n_boot": int, "device": str, "artefacts": int, "shards": int, "feature_cache_gb": float}
 # ``NAME:VARIANT`` backbone references -> the ``weights`` argument of ``create_backbone``.
@@ -251,7 +251,7 @@ def _dataclass_dict(obj: Any) -> dict[str, Any]:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return type_ok(v, int)
 
 
 def load_suite(
@@ -403,14 +403,8 @@ def _check_types(values: dict[str, Any], types: dict[str, type], where: str, pro
         want = types.get(k)
         if want is None:
             continue
-        ok = (
-            isinstance(v, bool) if want is bool
-            else _is_int(v) if want is int
-            else (isinstance(v, (int, float)) and not isinstance(v, bool)) if want is float
-            else isinstance(v, want)
-        )
-        if not ok:
-            problems.append(f"'{where}.{k}' must be {_NUMBER_TYPES.get(want, want.__name__)}, got {v!r}")
+        if not type_ok(v, want):
+            problems.append(f"'{where}.{k}' must be {TYPE_NAMES.get(want, want.__name__)}, got {v!r}")
 
 
 def _parse_kind_shots(matrix: dict[str, Any], problems: list[str], where: str = "matrix.kind_shots") -> list[tuple[str, int]]:
@@ -557,11 +551,7 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, we
             problems.append(f"unknown method '{m.name}' (known: {', '.join(known_methods)})")
             continue
         cls = get_method_class(m.name)
-        bad = sorted(set(m.options) - set(cls.default_config))
-        if bad:
-            problems.append(
-                f"method '{m.name}' has no option(s) {', '.join(bad)} (valid: {', '.join(sorted(cls.default_config)) or 'none'})"
-            )
+        problems.extend(cls.option_problems(m.options, m.label))
         if not suite.method_kind_shots(m):
             problems.append(f"method '{m.label}': none of its kinds {', '.join(m.kinds or ())} is in the matrix's kinds")
         for kind, shot in suite.method_kind_shots(m):

@@ -51,18 +51,27 @@ CONVERSIONS = ("lin", "exp", "inv")
 MAX_DISTANCE = 2.0
 
 
+TRANSFORMS = (
+    f"METRIC[:CONVERSION] with METRIC in {', '.join(METRICS)} and CONVERSION in {', '.join(CONVERSIONS)} "
+    "(e.g. cosine, l2:exp, l1:inv)"
+)
+
+
+def transform_problem(name: object) -> str | None:
+    """``None`` for a transform name such as ``cosine`` or ``l2:exp``, else what is allowed."""
+    if isinstance(name, str):
+        metric, _, conv = name.partition(":")
+        if metric in METRICS and (conv or "lin") in CONVERSIONS:
+            return None
+    return TRANSFORMS
+
+
 def parse_transform(name: str) -> tuple[str, str]:
     """``"cosine"``, ``"l2:exp"`` ... -> (metric, conversion); the conversion defaults to ``lin``."""
-    if not isinstance(name, str):
-        raise UserError(f"diffup transform must be a string like 'cosine' or 'l2:exp', got {name!r}")
+    if transform_problem(name):
+        raise UserError(f"diffup transform {name!r} is unknown; use {TRANSFORMS}")
     metric, _, conv = name.partition(":")
-    conv = conv or "lin"
-    if metric not in METRICS or conv not in CONVERSIONS:
-        raise UserError(
-            f"diffup transform '{name}' is unknown; use METRIC[:CONVERSION] with METRIC in {', '.join(METRICS)} "
-            f"and CONVERSION in {', '.join(CONVERSIONS)} (e.g. cosine, l2:exp, l1:inv)"
-        )
-    return metric, conv
+    return metric, conv or "lin"
 
 
 def distance(query: torch.Tensor, protos: torch.Tensor, metric: str) -> torch.Tensor:

@@ -34,11 +34,12 @@ from fssbench.backbones.base import Backbone
 from fssbench.episode import EpisodeBatch
 from fssbench.errors import UserError
 from fssbench.methods import Capabilities, Method, Prediction, TrainConfig, register_method
-from methods.diffup.baft import AUGMENTATIONS, IDENTITY, View, parse_transform, text_priors, visual_priors
-from methods.diffup.diffusion import PREDICTIONS, build_scheduler
+from fssbench.options import Option
+from methods.diffup.baft import AUGMENTATIONS, IDENTITY, View, text_priors, transform_problem, visual_priors
+from methods.diffup.diffusion import PREDICTIONS, PROCESSES, SCHEDULES, build_scheduler
 from methods.diffup.dqm import error_target, iou_target
-from methods.diffup.query_info import check_info, info_channels, load_vae, query_info
-from methods.diffup.uapf import LEVEL_RULES, PRIOR_NORMS, fuse, layer_groups, level_sizes, prior_channels, select_layers
+from methods.diffup.query_info import QUERY_INFO, info_channels, load_vae, query_info
+from methods.diffup.uapf import LEVEL_RULES, PRIOR_NORMS, fuse, layer_groups, prior_channels, select_layers
 from methods.diffup.unet import UNet, area
 
 VISUAL_KINDS = ("mask", "bbox", "scribble", "image")
@@ -59,27 +60,9 @@ class Conditions:
     lfe: torch.Tensor | None  # low-level query feature (option lfe)
 
 
-def _bool(name: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise UserError(f"diffup option {name} must be true or false, got {v!r}")
-    return v
-
-
-def _int(name: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise UserError(f"diffup option {name} must be an integer >= {lo}, got {v!r}")
-    return v
-
-
-def _num(name: str, v: Any, lo: float = 0.0, strict: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (v <= lo if strict else v < lo):
-        raise UserError(f"diffup option {name} must be a number {'>' if strict else '>='} {lo}, got {v!r}")
-    return float(v)
-
-
 @register_method
 class DiffUp(Method):
-    """DiffUp. Options (``default_config``) are documented in ``methods/diffup/README.md``."""
+    """DiffUp. Options (``option_specs``: default, type, allowed values) are discussed in ``methods/diffup/README.md``."""
 
     name: ClassVar[str] = "diffup"
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -90,41 +73,46 @@ class DiffUp(Method):
         stitchable=True,
         batchable=True,
     )
-    default_config: ClassVar[dict[str, Any]] = {
+    option_specs: ClassVar[Mapping[str, Option]] = {
         # BAFT
-        "layers": "auto",  # blocks of the last three stages; "all"; or a list of layer names
-        "transform": "cosine",  # T at evaluation: METRIC[:CONVERSION], METRIC cosine|l1|l2, CONVERSION lin|exp|inv
-        "train_transforms": ["cosine"],  # T sampled per training batch (multi-metric training: several)
-        "affinity": True,  # affinity-enhanced priors (Eq. 11)
-        "affinity_tau": 0.1,  # softmax temperature of the query self-affinity
+        "layers": Option("auto", (str, list), "blocks of the last three stages; all; or layer names",
+                         choices=("auto", "all"), items=Option(None, str), min_len=1),
+        "transform": Option("cosine", str, "T at evaluation: METRIC[:CONVERSION]", check=transform_problem),
+        "train_transforms": Option(["cosine"], list, "T sampled per training batch (several: multi-metric training)",
+                                   items=Option(None, str, check=transform_problem), min_len=1),
+        "affinity": Option(True, bool, "affinity-enhanced priors (Eq. 11)"),
+        "affinity_tau": Option(0.1, float, "softmax temperature of the query self-affinity", gt=0),
         # UAPF
-        "level_rule": "stage",  # "stage" | "depth": how layers map onto the U-Net levels
-        "prior_norm": "none",  # "none" | "minmax" | "standard": per-map normalisation of the condition priors
-        "augment": 3,  # augmented views per support (flip, 0.75x, colour, flip+1.25x: the first n)
-        "augment_shots": "one",  # "one": augment only at k = 1 (the paper), "all": at every k
-        "selected": 2,  # priors selected as extra UAPF outputs
+        "level_rule": Option("stage", str, "how layers map onto the U-Net levels", choices=LEVEL_RULES),
+        "prior_norm": Option("none", str, "per-map normalisation of the condition priors", choices=PRIOR_NORMS),
+        "augment": Option(3, int, "augmented views per support (flip, 0.75x, colour, flip+1.25x: the first n)",
+                          ge=0, le=len(AUGMENTATIONS)),
+        "augment_shots": Option("one", str, "one: augment only at k = 1 (the paper); all: at every k", choices=("one", "all")),
+        "selected": Option(2, int, "priors selected as extra UAPF outputs", ge=0),
         # UQDD
-        "prior_size": 64,  # side of the prior / diffusion grid
-        "width": 40,  # U-Net base width (40: ~4.2M trainable parameters, the paper's size)
-        "query_info": ["sobel", "canny"],  # backbone-independent query information ("vae" needs vae_path)
-        "vae_path": None,  # local diffusers AutoencoderKL folder (query_info "vae")
-        "lfe": False,  # low-level feature enhancement: ties the decoder to its backbone
-        "quality": "full",  # DQM ablation: "full" | "no_iou" | "no_err" | "none" (methods.diffup.unet)
-        "lambda_err": 1.0,
-        "lambda_iou": 1.0,
+        "prior_size": Option(64, int, "side of the prior / diffusion grid", ge=16, multiple_of=8),
+        "width": Option(40, int, "U-Net base width (40: ~4.2M trainable parameters, the paper's size)", ge=4, multiple_of=4),
+        "query_info": Option(["sobel", "canny"], list, "backbone-independent query information (vae needs vae_path)",
+                             items=Option(None, str, choices=QUERY_INFO), distinct=True),
+        "vae_path": Option(None, (str, type(None)), "local diffusers AutoencoderKL folder (query_info vae)"),
+        "lfe": Option(False, bool, "low-level feature enhancement: ties the decoder to its backbone"),
+        "quality": Option("full", str, "DQM ablation (methods.diffup.unet)", choices=UNet.QUALITY),
+        "lambda_err": Option(1.0, float, "weight of the error-map loss", ge=0),
+        "lambda_iou": Option(1.0, float, "weight of the IoU loss", ge=0),
         # diffusion
-        "process": "offset",  # "offset" (Eq. 13, drifts toward the prior) | "ddpm" (plain)
-        "offset_scale": 1.0,  # condition mean m = offset_scale * (2 p - 1)
-        "timesteps": 250,
-        "beta_schedule": "linear",
-        "prediction": "epsilon",  # "epsilon" (Eq. 8) | "sample" (predict x_0)
-        "sampling_steps": 50,
-        "ensemble": 4,
-        "eta": 0.0,  # DDIM eta (0: deterministic given the start noise)
+        "process": Option("offset", str, "offset (Eq. 13, drifts toward the prior) or ddpm (plain)", choices=PROCESSES),
+        "offset_scale": Option(1.0, float, "condition mean m = offset_scale * (2 p - 1)", ge=0),
+        "timesteps": Option(250, int, "diffusion steps in training", ge=2),
+        "beta_schedule": Option("linear", str, "noise schedule", choices=SCHEDULES),
+        "prediction": Option("epsilon", str, "epsilon (Eq. 8) or sample (predict x_0)", choices=PREDICTIONS),
+        "sampling_steps": Option(50, int, "DDIM steps (at most timesteps)", ge=1),
+        "ensemble": Option(4, int, "samples averaged in probability space", ge=1),
+        "eta": Option(0.0, float, "DDIM eta (0: deterministic given the start noise)", ge=0),
         # training
-        "train_kinds": ["mask", "bbox", "scribble"],  # annotation kind sampled per training batch
+        "train_kinds": Option(["mask", "bbox", "scribble"], list, "annotation kind sampled per training batch",
+                              items=Option(None, str, choices=tuple(sorted(capabilities.kinds))), min_len=1),
         # outputs
-        "record_trajectory": False,  # artefacts: x_t along the sampling and error maps at 3 noise levels
+        "record_trajectory": Option(False, bool, "artefacts: x_t along the sampling and error maps at 3 noise levels"),
     }
     eval_options: ClassVar[frozenset[str]] = frozenset(
         {"transform", "sampling_steps", "ensemble", "eta", "record_trajectory"}
@@ -136,54 +124,21 @@ class DiffUp(Method):
         optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=8, schedule="constant", shot=1, kind="mask"
     )
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> str | None:
+        if options["sampling_steps"] > options["timesteps"]:
+            return f"sampling_steps ({options['sampling_steps']}) must not exceed timesteps ({options['timesteps']})"
+        if "vae" in options["query_info"] and options["vae_path"] is None:
+            return "query_info vae needs vae_path: a local diffusers AutoencoderKL folder"
+        return None
+
     def __init__(self, backbone: Backbone, **options: Any) -> None:
         super().__init__(backbone, **options)
         o = self.options
-        parse_transform(o["transform"])
-        tts = o["train_transforms"]
-        if not isinstance(tts, (list, tuple)) or not tts:
-            raise UserError(f"diffup option train_transforms must be a non-empty list of transforms, got {tts!r}")
-        for t in tts:
-            parse_transform(t)
-        _bool("affinity", o["affinity"])
-        _num("affinity_tau", o["affinity_tau"], 0.0, strict=True)
-        if o["level_rule"] not in LEVEL_RULES:
-            raise UserError(f"diffup option level_rule must be one of {', '.join(LEVEL_RULES)}, got {o['level_rule']!r}")
-        if o["prior_norm"] not in PRIOR_NORMS:
-            raise UserError(f"diffup option prior_norm must be one of {', '.join(PRIOR_NORMS)}, got {o['prior_norm']!r}")
-        _int("augment", o["augment"], 0)
-        if o["augment"] > len(AUGMENTATIONS):
-            raise UserError(f"diffup option augment must be at most {len(AUGMENTATIONS)}, got {o['augment']}")
-        if o["augment_shots"] not in ("one", "all"):
-            raise UserError(f"diffup option augment_shots must be one or all, got {o['augment_shots']!r}")
-        _int("selected", o["selected"], 0)
-        level_sizes(_int("prior_size", o["prior_size"], 16))
-        _int("width", o["width"], 4)
-        if o["width"] % 4:
-            raise UserError(f"diffup option width must be a multiple of 4, got {o['width']}")
-        self.info_names = check_info(o["query_info"])
-        _bool("lfe", o["lfe"])
-        if o["quality"] not in UNet.QUALITY:
-            raise UserError(f"diffup option quality must be one of {', '.join(UNet.QUALITY)}, got {o['quality']!r}")
-        _num("lambda_err", o["lambda_err"])
-        _num("lambda_iou", o["lambda_iou"])
-        _num("offset_scale", o["offset_scale"])
-        if o["prediction"] not in PREDICTIONS:
-            raise UserError(f"diffup option prediction must be one of {', '.join(PREDICTIONS)}, got {o['prediction']!r}")
-        _int("sampling_steps", o["sampling_steps"], 1)
-        _int("ensemble", o["ensemble"], 1)
-        _num("eta", o["eta"])
-        _bool("record_trajectory", o["record_trajectory"])
-        kinds = o["train_kinds"]
-        if not isinstance(kinds, (list, tuple)) or not kinds or any(k not in self.capabilities.kinds for k in kinds):
-            raise UserError(
-                f"diffup option train_kinds must be a non-empty list of {', '.join(sorted(self.capabilities.kinds))}, got {kinds!r}"
-            )
-        if "text" in kinds and not backbone.has_text:
+        self.info_names = list(o["query_info"])
+        if "text" in o["train_kinds"] and not backbone.has_text:
             raise UserError(f"diffup train_kinds has text but {backbone.name or 'the backbone'} has no text tower; drop text or use a CLIP-style backbone")
-        self.scheduler = build_scheduler(o["process"], _int("timesteps", o["timesteps"], 2), o["beta_schedule"], o["prediction"])
-        if o["sampling_steps"] > o["timesteps"]:
-            raise UserError(f"diffup sampling_steps ({o['sampling_steps']}) must not exceed timesteps ({o['timesteps']})")
+        self.scheduler = build_scheduler(o["process"], o["timesteps"], o["beta_schedule"], o["prediction"])
         self._configure(backbone)
         cond = prior_channels(o["selected"]) + info_channels(self.info_names)
         lfe_ch = self._lfe_layer(backbone).channels if o["lfe"] else None

@@ -33,12 +33,6 @@ def info_channels(names: Sequence[str]) -> int:
     return sum(VAE_CHANNELS if n == "vae" else 1 for n in names)
 
 
-def check_info(names: object) -> list[str]:
-    if not isinstance(names, (list, tuple)) or any(n not in QUERY_INFO for n in names) or len(set(names)) != len(names):
-        raise UserError(f"diffup option query_info must be a list of distinct names from {', '.join(QUERY_INFO)}, got {names!r}")
-    return list(names)
-
-
 def grey(images: torch.Tensor) -> torch.Tensor:
     """``[B, 3, H, W]`` RGB in [0, 1] -> ``[B, 1, H, W]`` luma (ITU-R 601)."""
     w = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)

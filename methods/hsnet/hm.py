@@ -6,7 +6,7 @@ switch set, so no method package imports another. The authors' HSNet-HM checkpoi
 parameter names and load the same way.
 """
 
-from typing import Any
+from dataclasses import replace
 
 from fssbench.methods import register_method
 from methods.hsnet.model import HSNet
@@ -17,4 +17,4 @@ class HM(HSNet):
     """HSNet-HM: HSNet with hybrid-masked support features."""
 
     name = "hm"
-    default_config: dict[str, Any] = {**HSNet.default_config, "hybrid_masking": True}
+    option_specs = {**HSNet.option_specs, "hybrid_masking": replace(HSNet.option_specs["hybrid_masking"], default=True)}

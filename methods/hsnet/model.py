@@ -42,7 +42,7 @@ So a learner pairs with any CNN backbone whose last three stages give three reso
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,7 @@ from fssbench.episode import EpisodeBatch
 from fssbench.errors import UserError
 from fssbench.masking import hybrid_masked_features, mask_features
 from fssbench.methods import Capabilities, Method, TrainConfig, register_method
+from fssbench.options import Option
 from methods.hsnet.checkpoint import AuthorsCheckpoint, load_checkpoint, load_learner_state, split_state_dict
 from methods.hsnet.conv4d import CenterPivotConv4d
 from methods.hsnet.correlation import hypercorrelation_pyramid
@@ -257,7 +258,12 @@ class HSNet(Method):
     capabilities = Capabilities(
         kinds=frozenset({"mask", "bbox", "scribble"}), trains=True, stitchable=True, batchable=True
     )
-    default_config: dict[str, Any] = {"layers": "auto", "hybrid_masking": False, "fg_weight": 1.0}
+    option_specs: ClassVar[Mapping[str, Option]] = {
+        "layers": Option("auto", (str, list), "auto; layer names; or three groups of names (shallow to deep)",
+                         choices=("auto",), items=Option(None, (str, list), items=Option(None, str), min_len=1), min_len=1),
+        "hybrid_masking": Option(False, bool, "HM's support masking (fssbench.masking)"),
+        "fg_weight": Option(1.0, float, "foreground weight in the training cross-entropy (1.0: the authors' loss)", gt=0),
+    }
     # The authors: Adam, lr 1e-3 constant, no weight decay; batch 20 (PASCAL-5i, FSS-1000) or 40
     # (COCO-20i) split over 4 GPUs; 1-shot episodes at 400x400, no augmentation; an epoch is every
     # training image once (PASCAL fold 0: 11394 episodes); up to 2000 epochs, keeping the checkpoint
@@ -268,11 +274,6 @@ class HSNet(Method):
 
     def __init__(self, backbone: Backbone, **options: Any) -> None:
         super().__init__(backbone, **options)
-        if not isinstance(self.options["hybrid_masking"], bool):
-            raise UserError(f"{self.name} option hybrid_masking must be true or false, got {self.options['hybrid_masking']!r}")
-        fg_weight = self.options["fg_weight"]
-        if isinstance(fg_weight, bool) or not isinstance(fg_weight, (int, float)) or not fg_weight > 0:
-            raise UserError(f"{self.name} option fg_weight must be a number > 0 (1.0: the authors' loss), got {fg_weight!r}")
         self.layer_groups = select_layer_groups(backbone, self.options["layers"])
         self.feature_names = [n for g in self.layer_groups for n in g]
         self.backbone_layers = list(dict.fromkeys(base_layer(n) for n in self.feature_names))

@@ -9,7 +9,7 @@ state, so it pairs with any backbone (stitchable) and supports every pixel-level
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from fssbench.episode import EpisodeBatch
 from fssbench.masking import hybrid_masked_features, masked_average, resize_mask
 from fssbench.methods import Capabilities, Method, TrainConfig, register_method
+from fssbench.options import Option
 
 
 @register_method
@@ -25,9 +26,10 @@ class Prototype(Method):
     capabilities: ClassVar[Capabilities] = Capabilities(
         kinds=frozenset({"mask", "bbox", "scribble"}), min_shot=1, trains=False, stitchable=True, batchable=True
     )
-    default_config: ClassVar[dict[str, Any]] = {
-        "layers": "auto",  # "auto": the last two stages; or a list of layer names
-        "hybrid_masking": False,
+    option_specs: ClassVar[Mapping[str, Option]] = {
+        "layers": Option("auto", (str, list), "auto: the last two stages; or layer names", choices=("auto",),
+                         items=Option(None, str), min_len=1),
+        "hybrid_masking": Option(False, bool, "mask support features the HM way (fssbench.masking)"),
     }
     default_train: ClassVar[TrainConfig] = TrainConfig(epochs=0)
 
