@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -141,15 +140,6 @@ def test_bbox_empty_mask() -> None:
     assert ann.fg.sum() == 0 and ann.bg.sum() == 16
 
 
-def test_bbox_fast_enough() -> None:
-    mask, band = blob_mask(3, 375, 500)
-    derive_annotation("bbox", mask, band)
-    t = time.perf_counter()
-    for _ in range(10):
-        derive_annotation("bbox", mask, band)
-    assert (time.perf_counter() - t) / 10 < 0.1  # ~1 ms typical; generous for loaded CI
-
-
 # ------------------------------------------------------------------------------- scribble
 def _check_scribble(mask: np.ndarray, ign: np.ndarray) -> SupportAnnotation:
     ann = derive_annotation("scribble", mask, ign)
@@ -265,12 +255,3 @@ def test_scribble_is_deterministic_across_processes() -> None:
     env = dict(os.environ, PYTHONHASHSEED="12345")  # a different hash seed than this process
     out = subprocess.run([sys.executable, "-c", _HASH_SNIPPET], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == here
-
-
-def test_scribble_fast_enough() -> None:
-    mask, band = blob_mask(11, 375, 500)
-    derive_annotation("scribble", mask, band)
-    t = time.perf_counter()
-    for _ in range(5):
-        derive_annotation("scribble", mask, band)
-    assert (time.perf_counter() - t) / 5 < 0.5  # ~20 ms typical; generous for loaded CI
