@@ -90,6 +90,11 @@ def decoder_done(out: Path, decoder_id: str) -> bool:
     return (decoder_dir(out, decoder_id) / "decoder.json").is_file()
 
 
+def part_file(out: Path, run_id: str, i: int, n: int) -> Path:
+    """Where shard ``i`` of ``n`` of a sharded run keeps its records until the run is merged."""
+    return out / "parts" / run_id / f"{i}-of-{n}.json"
+
+
 def make_plan(runs: list[Run], out: str | Path) -> Plan:
     """Order the work: every decoder a pending run needs (once each), then the evaluations."""
     out = Path(out)

@@ -26,6 +26,7 @@ from fssbench.episode import ANNOTATION_KINDS
 from fssbench.errors import UserError
 from fssbench.methods import TrainConfig
 from fssbench.options import TYPE_NAMES, type_ok
+from fssbench.resources import DEFAULT_RESOURCES, Resources, parse_resources
 
 TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", "train", "eval", "aux", "resources", "profiles", "default_profile"}
 MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports", "aux"}
@@ -122,9 +123,9 @@ class Suite:
     """``matrix.aux``: ``none`` (no auxiliary supports) and/or conditions of ``fssbench.auxiliary``."""
     aux: dict[str, Any] = field(default_factory=dict)
     """The suite's ``aux`` settings (backend, aux_shots, seed, ...), defaults filled in."""
-    resources: dict[str, Any] = field(default_factory=dict)
-    """``resources.train`` / ``resources.eval``: what a cluster executor requests per task
-    (``fssbench.executors.graph``); no part of any run's identity."""
+    resources: dict[str, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
+    """``resources.train`` / ``resources.eval``, parsed (defaults filled in): what a cluster executor
+    requests per task (``fssbench.resources``); no part of any run's identity."""
 
     @property
     def kinds(self) -> list[str]:
@@ -362,10 +363,7 @@ def load_suite(
     if isinstance(fc, (int, float)) and not isinstance(fc, bool) and fc < 0:
         problems.append(f"'eval.feature_cache_gb' must be >= 0 (0 turns the feature cache off), got {fc!r}")
     _check_types(protocol, PROTOCOL_TYPES, "protocol", problems)
-    from fssbench.executors.graph import check_resources
-
-    resources = doc.get("resources") or {}
-    problems += check_resources(resources)
+    resources = parse_resources(doc.get("resources"), problems)
 
     suite = Suite(
         name=name,
@@ -385,7 +383,7 @@ def load_suite(
         train=train,
         aux_conditions=list(dict.fromkeys(aux_conditions)),
         aux=aux_settings,
-        resources=resources if isinstance(resources, dict) else {},
+        resources=resources,
     )
     if not problems:
         _check_registries(suite, problems, check_data=check_data, weights_dir=weights_dir)
@@ -539,8 +537,7 @@ def _parse_backbones(value: Any, problems: list[str], where: str = "matrix.backb
 
 def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, weights_dir: str | Path | None = None) -> None:
     from fssbench.backbones import backbone_names
-    from fssbench.datasets import dataset_names, get_dataset
-    from fssbench.datasets.base import _ALIASES
+    from fssbench.datasets import dataset_names, get_dataset, is_dataset_name
     from fssbench.methods import get_method_class, method_names
     from fssbench.protocols import get_protocol
 
@@ -613,7 +610,7 @@ def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, we
     except TypeError as exc:
         problems.append(f"protocol settings: {exc}")
     dname = suite.dataset.get("name")
-    if not isinstance(dname, str) or dname.lower() not in _ALIASES:
+    if not isinstance(dname, str) or not is_dataset_name(dname):
         problems.append(f"unknown dataset '{dname}' (known: {', '.join(dataset_names())})")
         return
     root = suite.dataset.get("root")

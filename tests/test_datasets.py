@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fssbench.datasets import SPLITS, Entry, get_dataset
+from fssbench.datasets import SPLITS, Entry, FSSDataset, get_dataset
 from fssbench.datasets.coco import COCO_CLASSES
 from fssbench.datasets.io import load_plain_pickle, read_index_mask
 from fssbench.datasets.pascal import VOC_CLASSES
@@ -337,7 +337,7 @@ def test_fss_labels(fss_root: Path) -> None:
 def test_build_pascal_splits_from_image_sets_matches_rule(tmp_path: Path) -> None:
     root = make_pascal_root(tmp_path)
     out = tmp_path / "built"
-    build = build_splits("pascal", root, out)
+    build = build_splits(get_dataset("pascal", root), out)
     assert "val.txt" in build.rule
     assert len(build.written) == 8
     for kind in ("trn", "val"):
@@ -349,7 +349,7 @@ def test_build_pascal_splits_from_image_sets_matches_rule(tmp_path: Path) -> Non
 
 def test_build_pascal_splits_sha1_holdout(tmp_path: Path) -> None:
     root = make_pascal_root(tmp_path, with_splits=False, with_image_sets=False)
-    build = build_splits("pascal", root)
+    build = build_splits(get_dataset("pascal", root))
     assert "sha1" in build.rule
     ds = get_dataset("pascal", root)
     layout = pascal_layout()
@@ -370,16 +370,16 @@ def test_build_refuses_to_overwrite(tmp_path: Path) -> None:
     root = make_pascal_root(tmp_path, trn_per_class=1, val_per_class=1)
     before = (root / "splits" / "pascal" / "trn" / "fold0.txt").read_bytes()
     with pytest.raises(UserError, match="--force"):
-        build_splits("pascal", root)
+        build_splits(get_dataset("pascal", root))
     assert (root / "splits" / "pascal" / "trn" / "fold0.txt").read_bytes() == before
-    build = build_splits("pascal", root, force=True)
+    build = build_splits(get_dataset("pascal", root), force=True)
     assert len(build.written) == 8
 
 
 def test_build_coco_splits_matches_hsnet_format(tmp_path: Path) -> None:
     root = make_coco_root(tmp_path)
     out = tmp_path / "built"
-    build = build_splits("coco", root, out)
+    build = build_splits(get_dataset("coco", root), out)
     assert build.counts == {"trn": (40, 80), "val": (40, 80)}
     for kind in ("trn", "val"):
         for k in range(4):
@@ -395,7 +395,7 @@ def test_build_fss_splits(tmp_path: Path) -> None:
     assert fss_partition(["a", "b", "c"]) == fss_partition(["c", "b", "a"])
     assert all(len(part) == 1 for part in fss_partition(["a", "b", "c"]))
     root = make_fss_root(tmp_path, with_splits=False)
-    build = build_splits("fss", root)
+    build = build_splits(get_dataset("fss", root))
     classes = sorted(c for v in DEFAULT_FSS_SPLITS.values() for c in v)
     order = sorted(classes, key=lambda c: hashlib.sha1(c.encode()).hexdigest())
     n_trn, n_val = round(9 * 520 / 1000), round(9 * 240 / 1000)
@@ -411,12 +411,26 @@ def test_build_fss_splits(tmp_path: Path) -> None:
     assert len(ds.entries(0, "val")) == 3 * len(expect["test"])
 
 
+def test_a_dataset_without_a_split_rule_says_so(tmp_path: Path) -> None:
+    """The split rule is the dataset's (``write_split_lists``); one without a rule is one line."""
+    from fssbench.datasets.pascal import PascalDataset
+
+    class Listed(PascalDataset):
+        name = "listed"
+        write_split_lists = FSSDataset.write_split_lists
+
+    root = make_pascal_root(tmp_path, trn_per_class=1, val_per_class=1, with_splits=False)
+    with pytest.raises(UserError, match="no split-building rule for dataset 'listed'; write its lists by hand"):
+        build_splits(Listed(root))
+    assert not (root / "splits" / "listed").exists()
+
+
 def test_build_pascal_skips_unusable_files(tmp_path: Path) -> None:
     root = make_pascal_root(tmp_path, trn_per_class=1, val_per_class=1, with_splits=False)
     ds = get_dataset("pascal", root)
     first = pascal_layout(trn_per_class=1, val_per_class=1)[0].name
     truncate_file(ds.label_path(first, 0))
     write_jpeg(tmp_path / "unused.jpg", np.zeros((4, 4, 3), np.uint8))
-    build = build_splits("pascal", root)
+    build = build_splits(get_dataset("pascal", root))
     assert any("corrupt mask" in n for n in build.notes)
     assert first not in {e.name for k in range(4) for e in ds.entries(k, "trn")}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fssbench.results import iter_results
+from fssbench.executors.local import LocalExecutor
 from fssbench.runner import SuiteRunner
 from fssbench.suite import SuiteError, load_suite
 from tests import toy  # noqa: F401  (registers the toy dataset and backbones)
@@ -51,7 +52,7 @@ def test_diffup_trains_once_and_serves_eval_options_and_stitching(tmp_path):
     suite = load_suite(_suite(tmp_path, methods))
     runs = suite.expand()
     assert len(runs) == 4 and len({r.decoder_id for r in runs}) == 1  # eval options never re-train
-    stats = SuiteRunner(suite, tmp_path / "r").run(runs, on_event=lambda s: None)
+    stats = SuiteRunner(suite, tmp_path / "r", executor=LocalExecutor()).run(runs, on_event=lambda s: None)
     assert stats["trained"] == 1 and stats["evaluated"] == 4
     (dec,) = list((tmp_path / "r" / "decoders").iterdir())
     rows = list(csv.DictReader(open(dec / "log.csv")))

@@ -18,9 +18,11 @@ import yaml
 
 from fssbench.errors import UserError
 from fssbench.executors import get_executor
-from fssbench.executors.graph import Resources, build_graph, check_resources, resources_for
+from fssbench.executors.graph import build_graph
 from fssbench.plan import make_plan
+from fssbench.resources import Resources, check_resources, parse_resources, resources_for
 from fssbench.results import load_result
+from fssbench.executors.local import LocalExecutor
 from fssbench.runner import SuiteRunner
 from fssbench.suite import load_suite
 from fssbench.workers import can_fork
@@ -67,7 +69,7 @@ def test_graph_has_one_training_per_decoder_and_evaluations_after_it(tiny, tmp_p
     s = load_suite(tiny, "tiny")
     runs = s.expand()
     plan = make_plan(runs, tmp_path)
-    g = build_graph(plan, lambda r: 2, lambda r, i, n: False, {"train": {"gpus": 2, "time_min": 600}}, {"partition": "a100"})
+    g = build_graph(plan, lambda r: 2, lambda r, i, n: False, parse_resources({"train": {"gpus": 2, "time_min": 600}}, []), {"partition": "a100"})
     trains = [t for t in g if t.kind == "train"]
     assert sorted(t.decoder_id for t in trains) == sorted({r.decoder_id for r in runs if r.decoder_id})
     evals = [t for t in g if t.kind == "eval"]
@@ -182,7 +184,7 @@ def test_a_training_that_asks_for_several_gpus_runs_ddp_under_torchrun(tiny, tmp
 
     s = load_suite(tiny, "tiny")
     runs = [r for r in s.expand() if r.config["method"] == "hsnet" and r.config["supports"] == "own"]
-    runner = SuiteRunner(s, tmp_path / "r", device="cpu", workers=2, resources={"gpus": 2})
+    runner = SuiteRunner(s, tmp_path / "r", device="cpu", workers=2, resources={"gpus": 2}, executor=LocalExecutor())
     said: list[str] = []
     with console.capture():
         stats = runner.run(runs, on_event=said.append)

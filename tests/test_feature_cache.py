@@ -7,6 +7,7 @@ import torch
 
 from fssbench.backbones.cache import FeatureCache, feature_cache
 from fssbench.results import load_result
+from fssbench.executors.local import LocalExecutor
 from fssbench.runner import SuiteRunner
 from fssbench.suite import load_suite
 from tests import toy  # noqa: F401  (registers the toy methods and backbones)
@@ -20,7 +21,7 @@ def _run(tmp_path, name: str, gb: float) -> dict:
     text = path.read_text().replace("      backbones: [toy-s]\n", "")
     path.write_text(text)
     s = load_suite(path)
-    quiet(SuiteRunner(s, tmp_path / name, workers=1), s.expand())
+    quiet(SuiteRunner(s, tmp_path / name, workers=1, executor=LocalExecutor()), s.expand())
     return {f.stem: load_result(f) for f in (tmp_path / name).glob("*.json")}
 
 

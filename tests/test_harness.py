@@ -15,6 +15,7 @@ import torch
 
 from fssbench.errors import UserError
 from fssbench.results import git_revision, iter_results, load_result
+from fssbench.executors.local import LocalExecutor
 from fssbench.runner import DEFAULT_STAGES, SuiteRunner, filter_runs
 from fssbench.suite import SuiteError, load_suite
 from tests import toy  # noqa: F401  (registers toy methods, backbones and the toy dataset)
@@ -55,7 +56,7 @@ def test_eval_options_change_the_run_id_never_the_decoder(tmp_path):
     a, b, c = runs
     assert a.decoder_id == b.decoder_id and a.run_id.rsplit("-", 1)[1] != b.run_id.rsplit("-", 1)[1]
     assert c.decoder_id != a.decoder_id  # hybrid_masking is a training option
-    stats = quiet(SuiteRunner(s, tmp_path / "r"), runs)
+    stats = quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), runs)
     assert stats["trained"] == 2 and stats["evaluated"] == 3
 
 
@@ -68,7 +69,7 @@ def test_dry_run_shows_each_runs_decoder_and_its_status(tmp_path, capsys):
     dec = load_suite(f).expand()[0].decoder_id
     assert out.count("to train") == 3 and "1 of 1 decoders to train" in out  # two rows + the summary
     s = load_suite(f)
-    quiet(SuiteRunner(s, tmp_path / "r"), filter_runs(s.expand(), "label=a"))
+    quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), filter_runs(s.expand(), "label=a"))
     main(["run", str(f), "--dry-run", "--results-dir", str(tmp_path / "r")])
     out = capsys.readouterr().out
     assert out.count("to train") == 1 and out.count("trained") >= 2 and "0 of 1 decoders to train" in out
@@ -83,10 +84,10 @@ def _records(path: Path) -> list[dict]:
 def test_stochastic_predictions_do_not_depend_on_batch_size_order_or_earlier_runs(tmp_path):
     methods = "[prototype, {name: toy-decoder}, {name: toy-stochastic}]"
     full = load_suite(suite_file(tmp_path, methods, eval_="batch_size: 4"))
-    quiet(SuiteRunner(full, tmp_path / "all"), full.expand())  # after two other runs, batch 4
+    quiet(SuiteRunner(full, tmp_path / "all", executor=LocalExecutor()), full.expand())  # after two other runs, batch 4
     alone = load_suite(suite_file(tmp_path, methods, eval_="batch_size: 3", name="h"))
     target = filter_runs(alone.expand(), "method=toy-stochastic")
-    quiet(SuiteRunner(alone, tmp_path / "alone"), target)  # alone, batch 3
+    quiet(SuiteRunner(alone, tmp_path / "alone", executor=LocalExecutor()), target)  # alone, batch 3
     rid = target[0].run_id
     assert rid in {r.run_id for r in full.expand()}  # batch size is not part of the identity
     a, b = _records(tmp_path / "all" / f"{rid}.json"), _records(tmp_path / "alone" / f"{rid}.json")
@@ -103,7 +104,7 @@ def test_sampling_seed_alone_changes_the_noise(tmp_path):
     runs = s.expand()
     assert len(runs) == 2 and runs[0].decoder_id == runs[1].decoder_id
     assert [r.config["seeds"] for r in runs] == [{"episodes": 0, "train": 0, "sampling": 0}, {"episodes": 0, "train": 0, "sampling": 1}]
-    stats = quiet(SuiteRunner(s, tmp_path / "r"), runs)
+    stats = quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), runs)
     assert stats["trained"] == 1
     a, b = (load_result(tmp_path / "r" / f"{r.run_id}.json") for r in runs)
     assert a.episode_hash == b.episode_hash
@@ -126,18 +127,18 @@ def test_every_backbone_is_built_before_any_method_is_seeded(tmp_path):
     seen: list[list[str]] = []
 
     def spy(ctx) -> None:  # runs right before training: every backbone must exist already
-        seen.append(sorted(ctx.runner._backbones))
+        seen.append(sorted(ctx.workspace.built_backbones()))
 
     stages = list(DEFAULT_STAGES)
     stages.insert(stages.index(next(st for st in stages if st.__name__ == "train_and_evaluate")), spy)
-    quiet(SuiteRunner(s, tmp_path / "r", stages=stages), s.expand())
+    quiet(SuiteRunner(s, tmp_path / "r", stages=stages, executor=LocalExecutor()), s.expand())
     assert seen == [["toy-m", "toy-s"]]
 
 
 # --- 3. richer predictions --------------------------------------------------------------------------
 def test_mask_outputs_scalars_and_artefacts_land_in_the_records(tmp_path):
     s = load_suite(suite_file(tmp_path, "[toy-stochastic]", eval_="batch_size: 4, artefacts: 3"))
-    quiet(SuiteRunner(s, tmp_path / "r"), s.expand())
+    quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), s.expand())
     (res,) = list(iter_results(tmp_path / "r"))
     rec = res.records[0]
     assert {"prior.inter_fg", "prior.union_fg", "prior.inter_bg", "prior.union_bg", "pred_iou"} <= set(rec.extras)
@@ -153,7 +154,7 @@ def test_undeclared_mask_output_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(toy.ToyStochastic, "mask_outputs", frozenset())
     s = load_suite(suite_file(tmp_path, "[toy-stochastic]"))
     with pytest.raises(ValueError, match="does not declare"):
-        quiet(SuiteRunner(s, tmp_path / "r"), s.expand())
+        quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), s.expand())
 
 
 def test_protocol_scores_probability_maps_like_scores():
@@ -208,7 +209,7 @@ def test_untracked_files_make_the_tree_dirty(tmp_path):
 
 def test_provenance_names_device_precision_weights_and_eval_options(tmp_path):
     s = load_suite(suite_file(tmp_path, "[toy-stochastic]"))
-    quiet(SuiteRunner(s, tmp_path / "r"), s.expand())
+    quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), s.expand())
     (res,) = list(iter_results(tmp_path / "r"))
     p = res.provenance
     assert p["device"] == "cpu" and p["precision"] == "fp32" and p["autocast"] is None
@@ -219,25 +220,25 @@ def test_provenance_names_device_precision_weights_and_eval_options(tmp_path):
 
 
 def test_backbone_weights_are_hashed(tmp_path):
-    from fssbench.runner import _backbone_provenance
+    from fssbench.work import backbone_provenance
 
     w = tmp_path / "w.pt"
     w.write_bytes(b"weights")
     bb = toy.ToyBackbone()
     bb.name, bb.weights_path = "toy-s", w
-    assert _backbone_provenance(bb)["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert backbone_provenance(bb)["sha256"] == hashlib.sha256(b"weights").hexdigest()
 
 
 # --- 10. released checkpoints ----------------------------------------------------------------------------
 def test_released_checkpoint_is_evaluated_without_training(tmp_path):
     s = load_suite(suite_file(tmp_path, "[toy-decoder]"))
-    quiet(SuiteRunner(s, tmp_path / "trained"), s.expand())
+    quiet(SuiteRunner(s, tmp_path / "trained", executor=LocalExecutor()), s.expand())
     (trained,) = list(iter_results(tmp_path / "trained"))
     ckpt = trained.decoder["checkpoint"]
     r = load_suite(suite_file(tmp_path, f"[{{name: toy-decoder, checkpoint: {ckpt}}}]", name="rel"))
     (run,) = r.expand()
     assert run.decoder_id is None and run.config["checkpoint"] == ckpt
-    stats = quiet(SuiteRunner(r, tmp_path / "released"), r.expand())
+    stats = quiet(SuiteRunner(r, tmp_path / "released", executor=LocalExecutor()), r.expand())
     assert stats["trained"] == 0
     (rel,) = list(iter_results(tmp_path / "released"))
     assert rel.metrics["miou"] == trained.metrics["miou"] and rel.decoder["released"] is True
@@ -245,11 +246,11 @@ def test_released_checkpoint_is_evaluated_without_training(tmp_path):
 
 def test_released_checkpoint_of_another_method_fails_before_any_work(tmp_path):
     s = load_suite(suite_file(tmp_path, "[toy-decoder]"))
-    quiet(SuiteRunner(s, tmp_path / "trained"), s.expand())
+    quiet(SuiteRunner(s, tmp_path / "trained", executor=LocalExecutor()), s.expand())
     ckpt = next(iter_results(tmp_path / "trained")).decoder["checkpoint"]
     r = load_suite(suite_file(tmp_path, f"[prototype, {{name: toy-stochastic, checkpoint: {ckpt}}}]", name="rel"))
     with pytest.raises(UserError, match="toy-decoder"):
-        quiet(SuiteRunner(r, tmp_path / "released"), r.expand())
+        quiet(SuiteRunner(r, tmp_path / "released", executor=LocalExecutor()), r.expand())
     assert not list((tmp_path / "released").glob("*.json"))  # not even the prototype run was evaluated
 
 
@@ -277,7 +278,7 @@ def test_support_control_runs_pair_with_the_real_runs(tmp_path):
     s = load_suite(suite_file(tmp_path, "[toy-colour]", matrix="shots: [1]\n      supports: [own, other-class]"))
     runs = s.expand()
     assert [r.config["supports"] for r in runs] == ["own", "other-class"]
-    quiet(SuiteRunner(s, tmp_path / "r"), runs)
+    quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), runs)
     own, ctl = (load_result(tmp_path / "r" / f"{r.run_id}.json") for r in runs)
     assert [(x.episode_id, x.query) for x in own.records] == [(x.episode_id, x.query) for x in ctl.records]
     # toy-colour copies the support's colour: perfect with its own supports, blind with another class's
@@ -292,7 +293,7 @@ def test_a_stage_can_be_added_without_touching_planning(tmp_path):
     s = load_suite(suite_file(tmp_path, "[prototype]"))
     calls = []
     stages = [*DEFAULT_STAGES[:-1], lambda ctx: calls.append(len(ctx.plan.pending_evaluations)), DEFAULT_STAGES[-1]]
-    stats = quiet(SuiteRunner(s, tmp_path / "r", stages=stages), s.expand())
+    stats = quiet(SuiteRunner(s, tmp_path / "r", stages=stages, executor=LocalExecutor()), s.expand())
     assert calls == [1] and stats["evaluated"] == 1
 
 
@@ -323,7 +324,7 @@ def test_incompatible_stitch_is_an_explicit_cell(tmp_path):
     f = suite_file(tmp_path, "[prototype, hsnet]")
     f.write_text(f.read_text().replace("backbones: [toy-s]", "backbones: [{train: zoo-rn-s, eval: zoo-vit}]"))
     s = load_suite(f)
-    stats = quiet(SuiteRunner(s, tmp_path / "r"), s.expand())
+    stats = quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), s.expand())
     assert stats["trained"] == 0 and stats["evaluated"] == 2
     by_method = {r.config["method"]: r for r in iter_results(tmp_path / "r")}
     assert by_method["hsnet"].status == "incompatible" and "strides" in by_method["hsnet"].reason
@@ -343,7 +344,7 @@ def test_upgrade_table_pairs_before_after_and_retrained(tmp_path):
     f.write_text(f.read_text().replace(
         "backbones: [toy-s]", "backbones: [{train: toy-s, eval: [toy-s, toy-m]}, {train: toy-m, eval: [toy-m, toy-s]}]"))
     s = load_suite(f)
-    quiet(SuiteRunner(s, tmp_path / "r"), s.expand())
+    quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), s.expand())
     runs = list(iter_results(tmp_path / "r"))
     miou = {(r.config["train_backbone"], r.config["eval_backbone"]): r.metrics["miou"] for r in runs}
     up = upgrade_frame(runs, n_boot=50, n_perm=50)
@@ -374,7 +375,7 @@ def test_incompatible_cells_are_hatched_in_the_heatmap(tmp_path):
     f.write_text(f.read_text().replace("backbones: [toy-s]", "backbones: [{train: zoo-rn-s, eval: [zoo-rn-s, zoo-clip-rn, zoo-vit]}]")
                  .replace("epochs: 1", "epochs: 0"))
     s = load_suite(f)
-    quiet(SuiteRunner(s, tmp_path / "r"), s.expand())
+    quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), s.expand())
     res = load_results(tmp_path / "r")
     (t,) = build_tables(compute_cells(res.runs, n_boot=20))
     fig = plot_stitching(t, 1, res.incompatible)

@@ -16,7 +16,9 @@ import torch
 
 from fssbench.errors import UserError
 from fssbench.results import iter_results
+from fssbench.executors.local import LocalExecutor
 from fssbench.runner import SuiteRunner, filter_runs
+from fssbench.workspace import Workspace
 from fssbench.suite import SuiteError, load_suite
 from tests import toy  # noqa: F401  (registers toy-s, toy-m, toy-decoder)
 
@@ -141,7 +143,7 @@ def test_run_ids_ignore_label_and_order(tmp_path, synth_root):
 
 def test_run_end_to_end_and_skip(tmp_path, synth_root):
     suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root, folds="[0]"))
-    runner = SuiteRunner(suite, tmp_path / "results", device="cpu")
+    runner = SuiteRunner(suite, tmp_path / "results", device="cpu", executor=LocalExecutor())
     stats = runner.run(suite.expand(), on_event=lambda s: None)
     assert stats == {"total": 8, "skipped": 0, "trained": 1, "evaluated": 8}
     results = list(iter_results(tmp_path / "results"))
@@ -166,7 +168,7 @@ def test_same_seed_same_numbers(tmp_path, synth_root):
     for name in ("a", "b"):
         suite = load_suite(s)
         runs = filter_runs(suite.expand(), "method=toy-decoder,shot=1,eval_backbone=toy-s")
-        SuiteRunner(suite, tmp_path / name, device="cpu").run(runs, on_event=lambda s: None)
+        SuiteRunner(suite, tmp_path / name, device="cpu", executor=LocalExecutor()).run(runs, on_event=lambda s: None)
         out.append([(r.metrics["miou"], r.metrics["fbiou"]) for r in iter_results(tmp_path / name)])
     assert out[0] == out[1]
 
@@ -176,8 +178,8 @@ def test_method_init_does_not_depend_on_earlier_runs(tmp_path, synth_root):
     trained alone (building a backbone draws from the RNG; an earlier run may have built it)."""
     suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root, folds="[1]"))
     run = filter_runs(suite.expand(), "method=toy-decoder,shot=1,eval_backbone=toy-s")[0]
-    fresh = SuiteRunner(suite, tmp_path / "a", device="cpu").make_method(run, "toy-s")
-    warm = SuiteRunner(suite, tmp_path / "b", device="cpu")
+    fresh = Workspace(suite, tmp_path / "a", torch.device("cpu")).make_method(run, "toy-s")
+    warm = Workspace(suite, tmp_path / "b", torch.device("cpu"))
     warm.backbone("toy-s")
     warm.backbone("toy-m")
     again = warm.make_method(run, "toy-s")
@@ -188,7 +190,7 @@ def test_method_init_does_not_depend_on_earlier_runs(tmp_path, synth_root):
 def test_results_of_other_suite_versions_are_named(tmp_path, synth_root):
     suite = load_suite(write_suite(tmp_path / "s.yaml", synth_root, folds="[0]"))
     runs = suite.expand()
-    runner = SuiteRunner(suite, tmp_path / "results", device="cpu")
+    runner = SuiteRunner(suite, tmp_path / "results", device="cpu", executor=LocalExecutor())
     assert runner.foreign_results(runs) == []  # no folder yet
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / f"{runs[0].run_id}.json").write_text("{}")

@@ -10,6 +10,7 @@ import torch
 
 from fssbench.errors import UserError
 from fssbench.results import load_result
+from fssbench.executors.local import LocalExecutor
 from fssbench.runner import SuiteRunner
 from fssbench.suite import load_suite
 from fssbench.workers import QueueProgress, can_fork, default_workers, run_tasks
@@ -94,7 +95,7 @@ def test_results_do_not_depend_on_the_worker_count(tmp_path):
     suite = load_suite(suite_file(tmp_path, methods, matrix="shots: [1, 2]"))
     runs = suite.expand()
     for w in (1, 2):
-        stats = quiet(SuiteRunner(suite, tmp_path / f"w{w}", workers=w), runs)
+        stats = quiet(SuiteRunner(suite, tmp_path / f"w{w}", workers=w, executor=LocalExecutor()), runs)
         assert stats["evaluated"] == len(runs) and stats["trained"] == 2
     for r in runs:
         a, b = (load_result(tmp_path / f"w{w}" / f"{r.run_id}.json") for w in (1, 2))
@@ -112,15 +113,16 @@ def test_sharded_evaluation_equals_one_worker_and_resumes_by_part(tmp_path, work
     """`eval.shards`: a run's episodes in contiguous parts, each its own task; records merged in
     episode order and metrics computed once give exactly the one-worker result; a killed run keeps
     its finished parts and evaluates only the missing ones."""
-    import fssbench.runner as runner_mod
+    import fssbench.work as work
+    from fssbench.workspace import Workspace
 
     methods = "[prototype, {name: toy-stochastic}]"
     plain = load_suite(suite_file(tmp_path, methods, eval_="batch_size: 4, artefacts: 3"))
     sharded = load_suite(suite_file(tmp_path, methods, eval_="batch_size: 4, artefacts: 3, shards: 3", name="h3"))
     runs = plain.expand()
     assert [r.run_id for r in runs] == [r.run_id for r in sharded.expand()]  # shards are not part of a run's identity
-    quiet(SuiteRunner(plain, tmp_path / "one", workers=1), runs)
-    stats = quiet(SuiteRunner(sharded, tmp_path / "three", workers=workers), runs)
+    quiet(SuiteRunner(plain, tmp_path / "one", workers=1, executor=LocalExecutor()), runs)
+    stats = quiet(SuiteRunner(sharded, tmp_path / "three", workers=workers, executor=LocalExecutor()), runs)
     assert stats["evaluated"] == len(runs)
     for r in runs:
         a, b = (load_result(tmp_path / d / f"{r.run_id}.json") for d in ("one", "three"))
@@ -130,16 +132,16 @@ def test_sharded_evaluation_equals_one_worker_and_resumes_by_part(tmp_path, work
     assert not (tmp_path / "three" / "parts" / runs[0].run_id).exists()  # parts are removed once merged
     # a run killed after two of its three parts: only the third is evaluated again
     calls = []
-    real = runner_mod._evaluate
-    monkeypatch.setattr(runner_mod, "_evaluate", lambda c, run, part=None: (calls.append(part), real(c, run, part))[1])
+    real = work.evaluate_run
+    monkeypatch.setattr(work, "evaluate_run", lambda ws, run, part, prog: (calls.append(part), real(ws, run, part, prog))[1])
     out = tmp_path / "killed"
-    quiet(SuiteRunner(sharded, out, workers=1), runs[:1])
+    quiet(SuiteRunner(sharded, out, workers=1, executor=LocalExecutor()), runs[:1])
     (out / f"{runs[0].run_id}.json").unlink()
     for i in range(2):
-        quiet_part = real(runner_mod.StageContext(SuiteRunner(sharded, out, workers=1), None, _Bars(), lambda s: None), runs[0], (i, 3))
+        quiet_part = real(Workspace(sharded, out, torch.device("cpu")), runs[0], (i, 3), _Bars())
         assert quiet_part is None
     calls.clear()
-    quiet(SuiteRunner(sharded, out, workers=1), runs[:1])
+    quiet(SuiteRunner(sharded, out, workers=1, executor=LocalExecutor()), runs[:1])
     assert calls == [(2, 3)]
     assert [x.to_dict() for x in load_result(out / f"{runs[0].run_id}.json").records] == \
         [x.to_dict() for x in load_result(tmp_path / "one" / f"{runs[0].run_id}.json").records]

@@ -140,11 +140,11 @@ def splits_cmd(
     try:
         opts = _options(dataset, None, split_scheme)
         # the output folder is checked before the (long) scan of every mask, so a bad --out costs nothing
-        name = get_dataset(dataset, root, **opts).name  # a wrong name or root fails before --out is created
-        target = out if out is not None else default_split_dir(root, name)
+        ds = get_dataset(dataset, root, **opts)  # a wrong name or root fails before --out is created
+        target = out if out is not None else default_split_dir(root, ds.name)
         writable_dir(target, "split-list folder (--out)" if out is not None else "split-list folder")
         with progress(transient=True) as prog:
-            build = build_splits(dataset, root, out, force=force, progress=_RichScan(prog), workers=workers, **opts)
+            build = build_splits(ds, out, force=force, progress=_RichScan(prog), workers=workers)
     except UserError as exc:
         _fail(exc)
     for note in build.notes:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from fssbench.console import console, err_console
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fssbench.plan import Plan
+    from fssbench.runner import SuiteRunner
 
 
 def run(
@@ -42,8 +46,9 @@ def run(
     from rich.markup import escape
 
     from fssbench.executors import get_executor
-    from fssbench.runner import SuiteRunner, filter_runs, resolve_device
+    from fssbench.runner import SuiteRunner, filter_runs
     from fssbench.suite import load_suite
+    from fssbench.workspace import resolve_device
 
     if device is not None:  # a bad --device is one line before any work, dry run or not
         resolve_device(device, check_available=not dry_run)
@@ -86,10 +91,7 @@ def run(
             highlight=False,
         )
         if executor == "slurm":
-            _print_job_scripts(runner, plan, device)
-        return
-    if not runs:
-        console.print("no run matches --only; nothing to do")
+            _print_job_scripts(runner, plan, str(device or suite.eval.get("device") or "auto"))
         return
     ex.check()  # a missing Ray / submitit / sbatch is one line before any work
     stats = runner.run(runs)
@@ -99,14 +101,10 @@ def run(
     )
 
 
-def _print_job_scripts(runner, plan, device: Optional[str]) -> None:
-    """``--executor slurm --dry-run``: the sbatch script of every task that would be submitted."""
-    from fssbench.runner import StageContext
-
-    runner.device_request = str(device or runner.suite.eval.get("device") or "auto")
-    graph = runner.graph(plan)
-    ctx = StageContext(runner, plan, None, lambda s: None)
-    scripts = runner.executor.scripts(ctx, graph)
+def _print_job_scripts(runner: "SuiteRunner", plan: "Plan", device_request: str) -> None:
+    """``--executor slurm --dry-run``: the sbatch script of every task that would be submitted
+    (the dry run's runner is on the CPU; ``device_request`` is what the jobs would ask for)."""
+    scripts = runner.executor.scripts(runner.execution(None, lambda s: None, device_request), runner.graph(plan))
     for text in scripts:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.print(f"{len(scripts)} job(s) would be submitted (nothing was submitted)", highlight=False)

@@ -7,6 +7,7 @@ from fssbench.datasets.base import (
     FSSDataset,
     dataset_names,
     get_dataset,
+    is_dataset_name,
     register_dataset,
 )
 
@@ -14,4 +15,4 @@ from fssbench.datasets import pascal as _pascal  # noqa: F401,E402  (registers "
 from fssbench.datasets import coco as _coco  # noqa: F401,E402  (registers "coco")
 from fssbench.datasets import fss as _fss  # noqa: F401,E402  (registers "fss")
 
-__all__ = ["IGNORE_INDEX", "SPLITS", "Entry", "FSSDataset", "dataset_names", "get_dataset", "register_dataset"]
+__all__ = ["IGNORE_INDEX", "SPLITS", "Entry", "FSSDataset", "dataset_names", "get_dataset", "is_dataset_name", "register_dataset"]

@@ -15,12 +15,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 
 from fssbench.datasets.io import read_index_mask, read_rgb
 from fssbench.errors import DataError, UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fssbench.datasets.check import ScanProgress
+    from fssbench.datasets.splits import SplitBuild
 
 IGNORE_INDEX = 255
 SPLITS: tuple[str, ...] = ("trn", "val", "baseval")
@@ -65,6 +69,14 @@ class FSSDataset(ABC):
     def check_fold(self, fold: int) -> None:
         if not 0 <= fold < self.n_folds:
             raise UserError(f"{self.name} has folds 0..{self.n_folds - 1}, not {fold}; pass --fold between them")
+
+    # --- split lists -------------------------------------------------------
+    def write_split_lists(
+        self, out_dir: Path, *, force: bool = False, progress: "ScanProgress | None" = None, workers: int | None = None
+    ) -> "SplitBuild":
+        """Build this dataset's split lists in ``out_dir`` from its data (``fssbench data splits``);
+        each dataset with a split rule overrides this (the rules: ``fssbench.datasets.splits``)."""
+        raise UserError(f"no split-building rule for dataset '{self.name}'; write its lists by hand")
 
     # --- entries -----------------------------------------------------------
     @abstractmethod
@@ -154,6 +166,11 @@ def register_dataset(*names: str) -> Callable[[type[FSSDataset]], type[FSSDatase
         return cls
 
     return deco
+
+
+def is_dataset_name(name: str) -> bool:
+    """Whether ``name`` (any case) is a registered dataset name or alias."""
+    return name.lower() in _ALIASES
 
 
 def dataset_names() -> list[str]:

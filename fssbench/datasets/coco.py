@@ -58,7 +58,7 @@ from fssbench.datasets.check import (
     unique_names,
 )
 from fssbench.datasets.io import load_plain_pickle, read_classes_file
-from fssbench.datasets.splits import baseval_entries, resolve_split_dir
+from fssbench.datasets.splits import SplitBuild, baseval_entries, build_coco_lists, resolve_split_dir
 from fssbench.errors import DataError, MissingFileError, UserError
 
 COCO_CLASSES: tuple[str, ...] = (
@@ -208,6 +208,12 @@ class CocoDataset(IndexedMaskDataset):
                 listed = baseval_entries(listed, self.entries(fold, "val"))
             self._entries[key] = listed
         return list(self._entries[key])
+
+    def write_split_lists(
+        self, out_dir: Path, *, force: bool = False, progress: ScanProgress | None = None, workers: int | None = None
+    ) -> SplitBuild:
+        """The lists by this dataset's rule (``fssbench.datasets.splits``)."""
+        return build_coco_lists(self, out_dir, force, progress, workers)
 
     # --- validation --------------------------------------------------------
     def check(self, shots: int = 1, *, progress: ScanProgress | None = None, workers: int | None = None) -> list[str]:

@@ -52,7 +52,7 @@ from fssbench.datasets.check import (
     unique_names,
 )
 from fssbench.datasets.io import read_gray_mask, read_rgb, read_text_lines
-from fssbench.datasets.splits import baseval_entries, resolve_split_dir
+from fssbench.datasets.splits import SplitBuild, baseval_entries, build_fss_lists, resolve_split_dir
 from fssbench.errors import DataError, MissingFileError, UserError
 
 LIST_FILES: tuple[str, ...] = ("trn", "val", "test")
@@ -194,6 +194,12 @@ class FSS1000Dataset(FSSDataset):
         else:
             mask = (gray >= MASK_THRESHOLD).astype(np.uint8)
         return mask, np.zeros(gray.shape, dtype=bool)
+
+    def write_split_lists(
+        self, out_dir: Path, *, force: bool = False, progress: ScanProgress | None = None, workers: int | None = None
+    ) -> SplitBuild:
+        """The lists by this dataset's rule (``fssbench.datasets.splits``)."""
+        return build_fss_lists(self, out_dir, force)
 
     # --- validation --------------------------------------------------------
     def check(self, shots: int = 1, *, progress: ScanProgress | None = None, workers: int | None = None) -> list[str]:

@@ -48,7 +48,7 @@ from fssbench.datasets.check import (
     unique_names,
 )
 from fssbench.datasets.io import read_classes_file, read_text_lines
-from fssbench.datasets.splits import baseval_entries, resolve_split_dir
+from fssbench.datasets.splits import SplitBuild, baseval_entries, build_pascal_lists, resolve_split_dir
 from fssbench.errors import DataError, MissingFileError, UserError
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -210,6 +210,12 @@ class PascalDataset(IndexedMaskDataset):
                 )
             out.extend(item.entry for item in listed)
         return out
+
+    def write_split_lists(
+        self, out_dir: Path, *, force: bool = False, progress: ScanProgress | None = None, workers: int | None = None
+    ) -> SplitBuild:
+        """The lists by this dataset's rule (``fssbench.datasets.splits``)."""
+        return build_pascal_lists(self, out_dir, force, progress, workers)
 
     # --- validation --------------------------------------------------------
     def check(self, shots: int = 1, *, progress: ScanProgress | None = None, workers: int | None = None) -> list[str]:

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Iterable
 from fssbench.errors import DataError, MissingFileError, UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fssbench.datasets.base import Entry
+    from fssbench.datasets.base import Entry, FSSDataset
     from fssbench.datasets.check import ScanProgress
 
 SPLIT_RULE = (
@@ -172,27 +172,17 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def build_splits(
-    dataset: str,
-    root: str | Path,
+    ds: "FSSDataset",
     out: str | Path | None = None,
     *,
     force: bool = False,
     progress: "ScanProgress | None" = None,
     workers: int | None = None,
-    **options: object,
 ) -> SplitBuild:
-    """Build ``dataset``'s split lists under ``out`` (default ``ROOT/splits/<dataset>``) by the module rule."""
-    from fssbench.datasets import get_dataset
-
-    ds = get_dataset(dataset, root, **options)
+    """Build ``ds``'s split lists under ``out`` (default ``ROOT/splits/<dataset>``) by its rule: the
+    dataset says which (``FSSDataset.write_split_lists``; the rules are in the module doc)."""
     out_dir = Path(out) if out is not None else default_split_dir(ds.root, ds.name)
-    if ds.name == "pascal":
-        return _build_pascal(ds, out_dir, force, progress, workers)
-    if ds.name == "coco":
-        return _build_coco(ds, out_dir, force, progress, workers)
-    if ds.name == "fss":
-        return _build_fss(ds, out_dir, force)
-    raise UserError(f"no split-building rule for dataset '{ds.name}'; write its lists by hand")
+    return ds.write_split_lists(out_dir, force=force, progress=progress, workers=workers)
 
 
 def _mask_classes(path: Path, n_classes: int) -> tuple[set[int] | None, str | None]:
@@ -208,7 +198,8 @@ def _mask_classes(path: Path, n_classes: int) -> tuple[set[int] | None, str | No
     return {v for v in values if 1 <= v <= n_classes}, note
 
 
-def _build_pascal(ds, out_dir: Path, force: bool, progress, workers) -> SplitBuild:  # type: ignore[no-untyped-def]
+def build_pascal_lists(ds, out_dir: Path, force: bool, progress, workers) -> SplitBuild:  # type: ignore[no-untyped-def]
+    """PASCAL-5i's rule (module doc): ``trn/fold<F>.txt`` and ``val/fold<F>.txt``."""
     from fssbench.datasets.check import scan
     from fssbench.datasets.io import read_text_lines
 
@@ -264,7 +255,8 @@ def _build_pascal(ds, out_dir: Path, force: bool, progress, workers) -> SplitBui
     return build
 
 
-def _build_coco(ds, out_dir: Path, force: bool, progress, workers) -> SplitBuild:  # type: ignore[no-untyped-def]
+def build_coco_lists(ds, out_dir: Path, force: bool, progress, workers) -> SplitBuild:  # type: ignore[no-untyped-def]
+    """COCO-20i's rule (module doc): HSNet's ``trn/fold<K>.pkl`` and ``val/fold<K>.pkl``."""
     from fssbench.datasets.check import scan
 
     targets = [out_dir / kind / f"fold{f}.pkl" for kind in ("trn", "val") for f in range(ds.n_folds)]
@@ -312,7 +304,8 @@ def _build_coco(ds, out_dir: Path, force: bool, progress, workers) -> SplitBuild
     return build
 
 
-def _build_fss(ds, out_dir: Path, force: bool) -> SplitBuild:  # type: ignore[no-untyped-def]
+def build_fss_lists(ds, out_dir: Path, force: bool) -> SplitBuild:  # type: ignore[no-untyped-def]
+    """FSS-1000's rule (module doc): ``trn.txt``, ``val.txt``, ``test.txt``."""
     targets = [out_dir / f"{k}.txt" for k in ("trn", "val", "test")]
     _refuse_overwrite(targets, force, "fss")
     if not ds.data_dir.is_dir():

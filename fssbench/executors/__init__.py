@@ -12,7 +12,8 @@ from typing import Any
 
 from fssbench.errors import UserError
 from fssbench.executors.base import Executor
-from fssbench.executors.graph import Graph, Resources, Task, build_graph
+from fssbench.executors.graph import Graph, Task, build_graph
+from fssbench.resources import Resources
 
 EXECUTORS = ("local", "ray", "slurm")
 

@@ -14,11 +14,29 @@ continues (a task that was running is run again; a finished one never).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from fssbench.errors import UserError
 from fssbench.executors.graph import Graph, Task
 from fssbench.executors.task import TaskRef
+from fssbench.workspace import Workspace
+
+
+@dataclass
+class ExecutionContext:
+    """What an executor is handed to run a graph (never the runner itself)."""
+
+    workspace: Workspace
+    """This process's resources: the local executor runs its tasks with them."""
+    prog: Any
+    """The progress display (``add_task`` / ``advance`` / ``remove_task``)."""
+    say: Callable[[str], None]
+    """Where a task's one-line messages go."""
+    workers: int
+    """Tasks at once on this machine (CPU workers; Ray's CPUs and submitit's local jobs by default)."""
+    device_request: str
+    """The device a remote task asks for (``auto`` stays ``auto``: its node decides)."""
 
 
 class Executor(Protocol):
@@ -27,29 +45,30 @@ class Executor(Protocol):
     def check(self) -> None:
         """Raise a one-line ``UserError`` if this executor cannot run here (called before any work)."""
 
-    def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
+    def run(self, ctx: ExecutionContext, graph: Graph, on_done: Callable[[Task], None]) -> None:
         """Run every task of ``graph`` (dependencies first); ``on_done(task)`` in this process as
         each finishes."""
 
 
-def task_ref(ctx: Any, task: Task) -> TaskRef:
-    r = ctx.runner
-    source = r.suite.source
+def task_ref(ctx: ExecutionContext, task: Task) -> TaskRef:
+    """What a fresh process needs to run ``task`` (``fssbench.executors.task``)."""
+    ws = ctx.workspace
+    source = ws.suite.source
     if source is None or not source.is_file():
         raise UserError("a cluster executor needs the suite as a file (its tasks load it); pass a suite YAML path")
     return TaskRef(
         suite_file=str(source.resolve()),
-        profile=r.suite.profile,
-        results_dir=str(r.out.resolve()),
-        device=r.device_request,
-        weights_dir=None if r.weights_dir is None else str(r.weights_dir),
+        profile=ws.suite.profile,
+        results_dir=str(ws.out.resolve()),
+        device=ctx.device_request,
+        weights_dir=None if ws.weights_dir is None else str(ws.weights_dir),
         task_id=task.task_id,
         gpus=task.resources.gpus,
     )
 
 
 def drive(
-    ctx: Any,
+    ctx: ExecutionContext,
     graph: Graph,
     on_done: Callable[[Task], None],
     submit: Callable[[Task], Any],
@@ -116,4 +135,4 @@ def poll(handles: list[Any], is_done: Callable[[Any], bool], timeout: float) -> 
         time.sleep(0.05)
 
 
-__all__ = ["Executor", "drive", "last_line", "poll", "task_ref"]
+__all__ = ["ExecutionContext", "Executor", "drive", "last_line", "poll", "task_ref"]

@@ -11,84 +11,19 @@ an evaluation writes its result (or part) file atomically at the end, so an exec
 killed or pre-empted task loses nothing, and one that starts again never re-runs a finished task
 (finished tasks are simply not in the graph).
 
-Resources (``resources:`` in the suite, per task kind, or on the command line) are what a cluster
-executor requests per task: CPUs, GPUs, memory, wall time, partition. The local executor runs CPU
+Resources (``fssbench.resources``: the suite's, per task kind, then the command line's) are what a
+cluster executor requests per task: CPUs, GPUs, memory, wall time, partition. The local executor runs CPU
 tasks ``--workers`` at a time (one torch thread each) and CUDA tasks one at a time.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from fssbench.errors import UserError
 from fssbench.plan import Plan
+from fssbench.resources import TASK_KINDS, Resources, resources_for
 from fssbench.suite import Run
-
-RESOURCE_KEYS = ("cpus", "gpus", "mem_gb", "time_min", "partition", "account", "qos", "constraint")
-"""What a task may ask for (``resources.train`` / ``resources.eval`` in a suite)."""
-
-TASK_KINDS = ("train", "eval")
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one task asks of an executor. ``gpus > 1`` on a training launches it under
-    ``torchrun`` (DDP, ``fssbench.executors.task``)."""
-
-    cpus: int = 1
-    gpus: int = 0
-    mem_gb: float | None = None
-    time_min: int = 60
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-DEFAULT_RESOURCES = {"train": Resources(cpus=1, time_min=24 * 60), "eval": Resources(cpus=1, time_min=4 * 60)}
-
-
-def check_resources(doc: Any, where: str = "resources") -> list[str]:
-    """Problems of a ``resources`` mapping (``{train: {...}, eval: {...}}``), one line each."""
-    if doc is None:
-        return []
-    if not isinstance(doc, dict):
-        return [f"'{where}' must be a mapping with keys train and/or eval"]
-    problems = []
-    for kind, spec in doc.items():
-        if kind not in TASK_KINDS:
-            problems.append(f"unknown key '{where}.{kind}' (valid: {', '.join(TASK_KINDS)})")
-            continue
-        if not isinstance(spec, dict):
-            problems.append(f"'{where}.{kind}' must be a mapping such as {{gpus: 1, cpus: 8, time_min: 120}}")
-            continue
-        for k, v in spec.items():
-            if k not in RESOURCE_KEYS:
-                problems.append(f"unknown key '{where}.{kind}.{k}' (valid: {', '.join(RESOURCE_KEYS)})")
-            elif k in ("cpus", "gpus", "time_min") and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if k != "gpus" else 0)):
-                problems.append(f"'{where}.{kind}.{k}' must be a whole number >= {1 if k != 'gpus' else 0}, got {v!r}")
-            elif k == "mem_gb" and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
-                problems.append(f"'{where}.{kind}.mem_gb' must be a positive number, got {v!r}")
-            elif k in ("partition", "account", "qos", "constraint") and not isinstance(v, str):
-                problems.append(f"'{where}.{kind}.{k}' must be a string, got {v!r}")
-    return problems
-
-
-def resources_for(kind: str, suite_resources: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> Resources:
-    """The resources of a ``kind`` task: defaults < the suite's ``resources.<kind>`` < ``overrides``
-    (the command line's, which apply to every task kind)."""
-    base = DEFAULT_RESOURCES[kind]
-    spec = dict((suite_resources or {}).get(kind) or {})
-    spec.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    bad = sorted(set(spec) - set(RESOURCE_KEYS))
-    if bad:
-        raise UserError(f"unknown resource(s) {', '.join(bad)}; valid: {', '.join(RESOURCE_KEYS)}")
-    return replace(base, **spec)
-
 
 @dataclass(frozen=True)
 class Task:
@@ -143,7 +78,7 @@ def build_graph(
     plan: Plan,
     shards_of: Any,
     part_done: Any,
-    suite_resources: Mapping[str, Any] | None = None,
+    suite_resources: Mapping[str, Resources] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Graph:
     """The plan's pending work as tasks. ``shards_of(run) -> n`` is the run's shard count;
@@ -172,4 +107,4 @@ def build_graph(
     return g
 
 
-__all__ = ["Graph", "RESOURCE_KEYS", "Resources", "Task", "build_graph", "check_resources", "resources_for"]
+__all__ = ["Graph", "Task", "build_graph"]

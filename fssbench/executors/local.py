@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from fssbench.executors.base import ExecutionContext, task_ref
 from fssbench.executors.graph import Graph, Task
 from fssbench.executors.task import execute, run_ref
+from fssbench.workers import run_tasks
 
 
 class LocalExecutor:
@@ -22,32 +24,28 @@ class LocalExecutor:
     def check(self) -> None:
         return None
 
-    def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
-        from fssbench.workers import run_tasks
-
+    def run(self, ctx: ExecutionContext, graph: Graph, on_done: Callable[[Task], None]) -> None:
         order = graph.order()
         index = {t.task_id: i for i, t in enumerate(order)}
         deps = [[index[d] for d in t.deps if d in index] for t in order]
-        r = ctx.runner
+        ws = ctx.workspace
 
         def one(t: Task, prog: Any, say: Callable[[str], None]) -> None:
             if t.kind == "train" and t.resources.gpus > 1:  # DDP: torchrun, one process per GPU
-                from fssbench.executors.base import task_ref
-
                 for line in run_ref(task_ref(ctx, t)):
                     say(line)
                 return
-            execute(r, t, prog, say)
+            execute(ws, t, prog, say)
 
         def call(i: int, prog: Any, say: Callable[[str], None]) -> None:
             one(order[i], prog, say)
 
-        if r.device.type != "cpu":  # graph.order() is already a dependency order
+        if ws.device.type != "cpu":  # graph.order() is already a dependency order
             for t in order:
                 one(t, ctx.prog, ctx.say)
                 on_done(t)
             return
-        run_tasks(len(order), call, r.workers, ctx.prog, ctx.say, lambda i, _: on_done(order[i]), deps=deps)
+        run_tasks(len(order), call, ctx.workers, ctx.prog, ctx.say, lambda i, _: on_done(order[i]), deps=deps)
 
 
 __all__ = ["LocalExecutor"]

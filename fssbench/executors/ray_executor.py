@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from fssbench.errors import UserError
-from fssbench.executors.base import drive, last_line, task_ref
+from fssbench.executors.base import ExecutionContext, drive, last_line, task_ref
 from fssbench.executors.graph import Graph, Task
 
 
@@ -35,7 +35,7 @@ class RayExecutor:
         except ImportError:
             raise UserError("--executor ray needs Ray: pip install -e '.[cluster]' (or pip install ray)") from None
 
-    def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
+    def run(self, ctx: ExecutionContext, graph: Graph, on_done: Callable[[Task], None]) -> None:
         self.check()
         import ray
         started_here = not ray.is_initialized()
@@ -44,7 +44,7 @@ class RayExecutor:
             if self.address:
                 kw["address"] = self.address
             else:
-                kw["num_cpus"] = self.num_cpus or ctx.runner.workers
+                kw["num_cpus"] = self.num_cpus or ctx.workers
             try:
                 ray.init(**kw)
             except ConnectionError as exc:

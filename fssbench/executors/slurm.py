@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fssbench.errors import UserError
-from fssbench.executors.base import drive, last_line, poll, task_ref
+from fssbench.executors.base import ExecutionContext, drive, last_line, poll, task_ref
 from fssbench.executors.graph import Graph, Resources, Task
 
 CLUSTERS = ("slurm", "local")
@@ -79,10 +79,10 @@ class SlurmExecutor:
             raise UserError("--executor slurm: no sbatch on this machine; run it on the cluster's login node, "
                             "or use --cluster local to run the jobs here")
 
-    def folder(self, ctx: Any) -> Path:
-        return ctx.runner.out.resolve() / ".submitit"
+    def folder(self, ctx: ExecutionContext) -> Path:
+        return ctx.workspace.out.resolve() / ".submitit"
 
-    def scripts(self, ctx: Any, graph: Graph) -> list[str]:
+    def scripts(self, ctx: ExecutionContext, graph: Graph) -> list[str]:
         """The job script of every task, in submission order (``--dry-run``)."""
         folder = self.folder(ctx)
         out = []
@@ -94,7 +94,7 @@ class SlurmExecutor:
             out.append(f"# task {t.task_id}{after}\n# the job runs: {runs}\n" + job_script(folder, t.resources, t.name, submit))
         return out
 
-    def run(self, ctx: Any, graph: Graph, on_done: Callable[[Task], None]) -> None:
+    def run(self, ctx: ExecutionContext, graph: Graph, on_done: Callable[[Task], None]) -> None:
         submitit = _submitit()
         from fssbench.executors.task import run_ref
 
@@ -102,7 +102,7 @@ class SlurmExecutor:
 
         folder = self.folder(ctx)
         ex = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
-        limit = self.max_jobs or (ctx.runner.workers if self.cluster == "local" else None)
+        limit = self.max_jobs or (ctx.workers if self.cluster == "local" else None)
 
         def submit(t: Task) -> Any:
             ex.update_parameters(**slurm_parameters(t.resources, t.name))

@@ -23,9 +23,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from fssbench import work
+from fssbench.errors import UserError
 from fssbench.executors.graph import Task
+from fssbench.plan import is_done, part_file
+from fssbench.resources import Resources
+from fssbench.suite import Run, load_suite
+from fssbench.workers import threads
+from fssbench.workspace import Workspace, resolve_device
 
-_RUNNERS: dict[tuple, Any] = {}  # one runner per (suite, results, device) in a long-lived worker process
+_WORKSPACES: dict[tuple, tuple[Workspace, list[Run]]] = {}
 
 
 @dataclass(frozen=True)
@@ -64,37 +71,28 @@ class _Silent:
         return None
 
 
-def is_finished(runner: Any, task: Task) -> bool:
+def is_finished(ws: Workspace, task: Task) -> bool:
     """Whether the task's output is already in the results folder (a finished task is never re-run)."""
-    from fssbench.plan import is_done
-    from fssbench.runner import part_file
-
     if task.kind == "train":
-        return runner.decoder_done(task.decoder_id)
+        return ws.decoder_done(task.decoder_id)
     if task.part is not None:
-        return part_file(runner.out, task.run.run_id, *task.part).is_file() or is_done(runner.out, task.run)
-    return is_done(runner.out, task.run)
+        return part_file(ws.out, task.run.run_id, *task.part).is_file() or is_done(ws.out, task.run)
+    return is_done(ws.out, task.run)
 
 
-def execute(runner: Any, task: Task, prog: Any, say: Callable[[str], None]) -> bool:
-    """Run ``task`` with ``runner``'s resources; False when its output was already there."""
-    from fssbench.runner import StageContext, _evaluate, _train
-
-    if is_finished(runner, task):
+def execute(ws: Workspace, task: Task, prog: Any, say: Callable[[str], None]) -> bool:
+    """Run ``task`` with ``ws``'s resources; False when its output was already there."""
+    if is_finished(ws, task):
         return False
-    ctx = StageContext(runner, runner.plan([task.run]), prog, say, {})
     if task.kind == "train":
-        _train(ctx, task.decoder_id, task.run)
+        work.train_decoder(ws, task.decoder_id, task.run, prog, say)
     else:
-        _evaluate(ctx, task.run, task.part)
+        work.evaluate_run(ws, task.run, task.part, prog)
     return True
 
 
-def find_task(runner: Any, runs: list, task_id: str) -> Task:
+def find_task(runs: list[Run], task_id: str) -> Task:
     """The task ``task_id`` among the suite's runs (its resources are not needed to run it)."""
-    from fssbench.errors import UserError
-    from fssbench.executors.graph import Resources
-
     kind, _, rest = task_id.partition(":")
     if kind == "train":
         for r in runs:
@@ -112,10 +110,9 @@ def find_task(runner: Any, runs: list, task_id: str) -> Task:
     raise UserError(f"task '{task_id}' is not a task of this suite; run `fssbench run SUITE --dry-run` to list them")
 
 
-def _runner(ref: TaskRef) -> tuple[Any, list]:
-    from fssbench.runner import SuiteRunner
-    from fssbench.suite import load_suite
-
+def _workspace(ref: TaskRef) -> tuple[Workspace, list[Run]]:
+    """The workspace and the suite's runs for ``ref`` (one per suite, results folder and device in
+    a long-lived worker process, so its dataset and backbones are built once)."""
     device = ref.device
     if device == "auto":
         from fssbench.dispatch import auto_device
@@ -125,24 +122,20 @@ def _runner(ref: TaskRef) -> tuple[Any, list]:
     if local_rank is not None and device.startswith("cuda"):
         device = f"cuda:{int(local_rank)}"
     key = (ref.suite_file, ref.profile, ref.results_dir, device, ref.weights_dir)
-    if key not in _RUNNERS:
+    if key not in _WORKSPACES:
         suite = load_suite(ref.suite_file, ref.profile, check_data=False, weights_dir=ref.weights_dir)
-        runner = SuiteRunner(suite, ref.results_dir, device=device, weights_dir=ref.weights_dir, workers=1)
-        _RUNNERS[key] = (runner, suite.expand())
-    return _RUNNERS[key]
+        _WORKSPACES[key] = (Workspace(suite, ref.results_dir, resolve_device(device), ref.weights_dir), suite.expand())
+    return _WORKSPACES[key]
 
 
 def run_ref(ref: TaskRef) -> list[str]:
     """Run the task ``ref`` names in this process (or, for a multi-GPU training, under torchrun);
     returns the messages it said (the driver prints them)."""
-    from fssbench.errors import UserError
-    from fssbench.workers import threads
-
     said: list[str] = []
-    runner, runs = _runner(ref)
-    task = find_task(runner, runs, ref.task_id)
+    ws, runs = _workspace(ref)
+    task = find_task(runs, ref.task_id)
     if ref.gpus > 1 and task.kind == "train" and "LOCAL_RANK" not in os.environ:
-        if is_finished(runner, task):
+        if is_finished(ws, task):
             return said
         done = subprocess.run(torchrun_command(ref), capture_output=True, text=True)
         if done.returncode != 0:
@@ -150,8 +143,8 @@ def run_ref(ref: TaskRef) -> list[str]:
             raise UserError(f"training {task.decoder_id} under torchrun ({ref.gpus} processes) failed: "
                             f"{tail[-1].strip() if tail else f'exit {done.returncode}'}")
         return [ln for ln in done.stdout.splitlines() if ln.strip()] + [f"(DDP: {ref.gpus} processes under torchrun)"]
-    with threads() if runner.device.type == "cpu" else nullcontext():
-        execute(runner, task, _Silent(), said.append)
+    with threads() if ws.device.type == "cpu" else nullcontext():
+        execute(ws, task, _Silent(), said.append)
     return said
 
 

@@ -116,9 +116,9 @@ def aux_markdown(df: pd.DataFrame) -> str:
 def figure_aux_panel(runs: Sequence[RunResult], results_dir: Path, out: Path, n_episodes: int = 3) -> list[Path]:
     """Support (mask outlined), its control map and its auxiliary images, per condition, for the
     first episodes with stored artefacts (``eval.artefacts``); PNG and PDF."""
-    from fssbench.report.figures import _plt, _save
+    from fssbench.report.figures import pyplot, save_figure
 
-    plt = _plt()[0]
+    plt = pyplot()[0]
 
     from fssbench.report.panels import load_artefacts
 
@@ -164,7 +164,7 @@ def figure_aux_panel(runs: Sequence[RunResult], results_dir: Path, out: Path, n_
         title += " (offline = stand-in, not a diffusion model)"
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    return _save(fig, out, "fig_aux_panel")
+    return save_figure(fig, out, "fig_aux_panel")
 
 
 __all__ = ["AUX_COLUMNS", "STAND_IN_NOTE", "aux_frame", "aux_markdown", "figure_aux_panel"]

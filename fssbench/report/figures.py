@@ -26,7 +26,7 @@ def short_labels(t: Table) -> list[str]:
     return [" · ".join(x[i] for i in range(3) if vary[i]) for x in labs]
 
 
-def _save(fig: Any, out: Path, stem: str) -> list[Path]:
+def save_figure(fig: Any, out: Path, stem: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
@@ -38,7 +38,7 @@ def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _plt() -> tuple[Any, Any]:
+def pyplot() -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -58,7 +58,7 @@ def _half(c: dict[str, Any], side: str) -> float:
 def plot_folds(t: Table, shot: int) -> Any:
     """Grouped bars: mIoU per fold (and the mean) per row, 95% interval error bars; one bar
     container per row, labelled with the row's legend label."""
-    plt, sns = _plt()
+    plt, sns = pyplot()
     groups = [*t.folds, "mean"]
     labels = short_labels(t)
     colors = sns.color_palette("tab10", n_colors=max(len(t.rows), 1))
@@ -85,12 +85,12 @@ def plot_folds(t: Table, shot: int) -> Any:
 
 
 def figure_folds(t: Table, shot: int, out: Path) -> list[Path]:
-    return _save(plot_folds(t, shot), out, f"fig_folds_{t.tag}_{shot}shot")
+    return save_figure(plot_folds(t, shot), out, f"fig_folds_{t.tag}_{shot}shot")
 
 
 def plot_kshot(t: Table) -> Any:
     """mIoU (fold mean) against k, one line per row (labelled), 95% interval bands."""
-    plt, sns = _plt()
+    plt, sns = pyplot()
     labels = short_labels(t)
     colors = sns.color_palette("tab10", n_colors=max(len(t.rows), 1))
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -110,7 +110,7 @@ def plot_kshot(t: Table) -> Any:
 
 
 def figure_kshot(t: Table, out: Path) -> list[Path]:
-    return _save(plot_kshot(t), out, f"fig_kshot_{t.tag}")
+    return save_figure(plot_kshot(t), out, f"fig_kshot_{t.tag}")
 
 
 def kshot_supported(t: Table) -> bool:
@@ -166,7 +166,7 @@ def incompatible_pairs(incompatible: Sequence[Any], label: str, kind: str, shot:
 def plot_stitching(t: Table, shot: int, incompatible: Sequence[Any] = ()) -> Any:
     """Heatmaps of mIoU (fold mean; the fold value when a table has one fold): train × eval backbone,
     one axis per (label, kind); incompatible pairs are hatched and say so."""
-    plt, sns = _plt()
+    plt, sns = pyplot()
     groups = stitching_groups(t, shot)
     n = len(groups)
     grids = {}
@@ -195,4 +195,4 @@ def plot_stitching(t: Table, shot: int, incompatible: Sequence[Any] = ()) -> Any
 
 
 def figure_stitching(t: Table, shot: int, out: Path, incompatible: Sequence[Any] = ()) -> list[Path]:
-    return _save(plot_stitching(t, shot, incompatible), out, f"fig_stitching_{t.tag}_{shot}shot")
+    return save_figure(plot_stitching(t, shot, incompatible), out, f"fig_stitching_{t.tag}_{shot}shot")

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from fssbench.report.figures import _save
+from fssbench.report.figures import save_figure
 from fssbench.report.identity import is_control
 from fssbench.report.labels import aux_label, backbone_label, method_label, slug
 from fssbench.results import RunResult, read_artefacts
@@ -54,7 +54,7 @@ def _short(label: str, width: int = 28) -> str:
 
 
 def _plt() -> Any:
-    from fssbench.report.figures import _plt as plt_and_sns
+    from fssbench.report.figures import pyplot as plt_and_sns
 
     return plt_and_sns()[0]
 
@@ -156,7 +156,7 @@ def figure_qualitative(runs: Sequence[RunResult], results_dir: Path, out: Path, 
                      "truth outline (cyan), episode fg IoU", fontsize=8)
         fig.tight_layout()
         stem = f"fig_qualitative_{slug(f'{key[0]}_{key[1]}_{key[2]}_{key[3]}shot_f{key[4]}_{key[5]}')}"
-        made.append((_save(fig, out, stem), f"{key[2]}, {key[3]}-shot, fold {key[4]}, on {key[5]}: support, query, truth and "
+        made.append((save_figure(fig, out, stem), f"{key[2]}, {key[3]}-shot, fold {key[4]}, on {key[5]}: support, query, truth and "
                      f"every method's prediction on the same episodes"))
     return made
 
@@ -206,7 +206,7 @@ def figure_trajectories(runs: Sequence[RunResult], results_dir: Path, out: Path)
         titles = [f"{float(f):.0%} of steps left" for f in left] if left is not None else []
         fig = _map_rows(rows, "out.trajectory", titles, f"Denoising trajectories, {lab}: the foreground probability of x_t, "
                         "pure noise (left) to the prediction", cmap="magma", vmin=0, vmax=1)
-        made.append((_save(fig, out, f"fig_trajectory_{slug(lab)}"), f"{lab}: x_t along the sampling, one episode per kind"))
+        made.append((save_figure(fig, out, f"fig_trajectory_{slug(lab)}"), f"{lab}: x_t along the sampling, one episode per kind"))
     return made
 
 
@@ -229,7 +229,7 @@ def figure_error_maps(runs: Sequence[RunResult], results_dir: Path, out: Path, n
         titles = [f"{nm} noise" + (f" (t = {float(noise[j]):.1f} T)" if noise is not None else "") for j, nm in enumerate(names)]
         fig = _map_rows([(f"ep {e}", a) for e, a in eps], "out.error_maps", titles,
                         f"Predicted error maps e^ = x_0 - x_t (red: add foreground, blue: remove), {lab}", cmap="RdBu_r", vmin=-2, vmax=2)
-        made.append((_save(fig, out, f"fig_error_maps_{slug(lab)}"), f"{lab}: predicted error maps at low / medium / high noise"))
+        made.append((save_figure(fig, out, f"fig_error_maps_{slug(lab)}"), f"{lab}: predicted error maps at low / medium / high noise"))
     return made
 
 
@@ -294,4 +294,4 @@ def figure_sensitivity(cells: pd.DataFrame, out: Path) -> list[Figure]:
     axes[0, -1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.suptitle("Sensitivity to evaluation options (one trained decoder; 95% bands)", fontsize=9)
     fig.tight_layout()
-    return [(_save(fig, out, "fig_sensitivity"), f"mIoU against {', '.join(opts)} (evaluation options, one decoder), 95% bands")]
+    return [(save_figure(fig, out, "fig_sensitivity"), f"mIoU against {', '.join(opts)} (evaluation options, one decoder), 95% bands")]

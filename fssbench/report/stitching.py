@@ -202,9 +202,9 @@ def prior_iou_frame(runs: Sequence[RunResult], output: str = "prior") -> pd.Data
 
 def plot_prior_iou(df: pd.DataFrame) -> Any:
     """Histogram + KDE of per-episode prior IoU per evaluation backbone, one panel per (method, kind, shot)."""
-    from fssbench.report.figures import _plt
+    from fssbench.report.figures import pyplot
 
-    plt, sns = _plt()
+    plt, sns = pyplot()
     groups = list(df.groupby(["method", "kind", "shot"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 0.5, 3.2), squeeze=False)
     palette = sns.color_palette(n_colors=max(1, df["eval_backbone"].nunique()))
@@ -224,6 +224,6 @@ def plot_prior_iou(df: pd.DataFrame) -> Any:
 
 
 def figure_prior_iou(df: pd.DataFrame, out: Path) -> list[Path]:
-    from fssbench.report.figures import _save
+    from fssbench.report.figures import save_figure
 
-    return _save(plot_prior_iou(df), out, "fig_prior_iou_kde")
+    return save_figure(plot_prior_iou(df), out, "fig_prior_iou_kde")

@@ -26,15 +26,15 @@ from fssbench.engine.data import CachedDataset
 from fssbench.engine.evaluate import evaluate
 from fssbench.episodes import sample_episodes
 from fssbench.methods import create_method
-from fssbench.runner import SuiteRunner
 from fssbench.suite import load_suite
 from fssbench.workers import threads
+from fssbench.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 EPISODES = int(os.environ.get("FSSBENCH_BENCH_EPISODES", "60"))
 
 
-def _replay(runner: SuiteRunner, runs, specs, cache: FeatureCache) -> float:
+def _replay(runner: Workspace, runs, specs, cache: FeatureCache) -> float:
     t0 = time.perf_counter()
     for run in runs:
         cfg = run.config
@@ -53,7 +53,7 @@ def test_bench_feature_cache_quick_matrix(benchmark, tmp_path):
         from fssbench.synth import generate
 
         generate(REPO / "data" / "synth", seed=0, force=True, show_progress=False)
-    runner = SuiteRunner(suite, tmp_path / "r", device="cpu", workers=1)
+    runner = Workspace(suite, tmp_path / "r", torch.device("cpu"))
     runs = [r for r in suite.expand() if not r.config.get("incompatible")]
     runs.sort(key=lambda r: (r.config["eval_backbone"], r.config["method"]))
     ds: CachedDataset = runner.dataset()

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fssbench.console import console
+from fssbench.executors.local import LocalExecutor
 from fssbench.runner import SuiteRunner
 from fssbench.suite import load_suite
 from tests import toy  # noqa: F401  (registers the toy-s backbone)
@@ -60,7 +61,7 @@ def test_bench_runner_overhead_per_run(benchmark, suite_file, tmp_path):
 
     def run() -> float:
         out = tmp_path / f"round{len(rounds)}"
-        runner = SuiteRunner(suite, out)
+        runner = SuiteRunner(suite, out, executor=LocalExecutor())
         with console.capture():
             start = time.perf_counter()
             stats = runner.run(runs, on_event=lambda s: None)
