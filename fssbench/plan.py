@@ -51,16 +51,16 @@ class Plan:
         """Every backbone the pending work needs (training and evaluation), in first-use order."""
         names: list[str] = []
         for d in self.pending_decoders:
-            names.append(d.run.config["train_backbone"])
+            names.append(d.run.config.train_backbone)
         for e in self.pending_evaluations:
-            if not e.run.config.get("incompatible"):
-                names += [e.run.config["train_backbone"], e.run.config["eval_backbone"]]
+            if not e.run.config.incompatible:
+                names += [e.run.config.train_backbone, e.run.config.eval_backbone]
         return list(dict.fromkeys(names))
 
     def decoder_status(self, run: Run) -> str:
         """``-`` (no decoder: zero-training or released), ``trained`` or ``to train``."""
-        if run.config.get("checkpoint"):
-            return f"released {Path(run.config['checkpoint']).name}"
+        if run.config.checkpoint:
+            return f"released {Path(run.config.checkpoint).name}"
         if not run.decoder_id:
             return "-"
         return "trained" if decoder_done(self.out, run.decoder_id) else "to train"
@@ -103,7 +103,7 @@ def make_plan(runs: list[Run], out: str | Path) -> Plan:
     for r in runs:
         done = is_done(out, r)
         plan.evaluations.append(EvalTask(r, done))
-        if not done and r.decoder_id and not r.config.get("incompatible") and r.decoder_id not in seen:
+        if not done and r.decoder_id and not r.config.incompatible and r.decoder_id not in seen:
             seen.add(r.decoder_id)
             plan.decoders.append(DecoderTask(r.decoder_id, r, decoder_done(out, r.decoder_id)))
     return plan

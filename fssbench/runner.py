@@ -63,13 +63,14 @@ def filter_runs(runs: list[Run], only: str | None) -> list[Run]:
     terms = [t.strip() for t in only.split(",") if t.strip()]
     out = []
     for r in runs:
+        cfg = r.config.as_dict()
         ok = True
         for t in terms:
             if "=" in t:
                 k, v = (s.strip() for s in t.split("=", 1))
-                if k not in r.config:
-                    raise UserError(f"--only: unknown key '{k}' (keys: {', '.join(sorted(r.config))})")
-                if str(r.config[k]) != v:
+                if k not in cfg:
+                    raise UserError(f"--only: unknown key '{k}' (keys: {', '.join(sorted(cfg))})")
+                if str(cfg[k]) != v:
                     ok = False
             elif t not in r.run_id:
                 ok = False
@@ -80,7 +81,7 @@ def filter_runs(runs: list[Run], only: str | None) -> list[Run]:
         for t in terms:
             if "=" in t:
                 k = t.split("=", 1)[0].strip()
-                values[k] = sorted({str(r.config[k]) for r in runs})
+                values[k] = sorted({str(r.config.as_dict()[k]) for r in runs})
         hint = "; ".join(f"{k} is one of {', '.join(v)}" for k, v in values.items()) or f"run ids look like {runs[0].run_id}"
         raise UserError(f"--only '{only}' matches none of the {len(runs)} runs ({hint}); fix the filter")
     return out
@@ -194,10 +195,10 @@ def prepare_data(ctx: StageContext) -> None:
     data = ws.dataset()
     for e in ctx.plan.pending_evaluations:
         ws.episode_list(e.run)
-        if e.run.config["supports"] != "own":  # the control's supports come from other classes' images
-            check_class_shown(data, episode_images(ws.episode_specs(e.run)), f"{data.name} fold {e.run.config['fold']} control episodes")
+        if e.run.config.supports != "own":  # the control's supports come from other classes' images
+            check_class_shown(data, episode_images(ws.episode_specs(e.run)), f"{data.name} fold {e.run.config.fold} control episodes")
     # Every image a training may draw (its list and its model-selection list), before any training starts.
-    for fold in dict.fromkeys(d.run.config["fold"] for d in ctx.plan.pending_decoders):
+    for fold in dict.fromkeys(d.run.config.fold for d in ctx.plan.pending_decoders):
         for split in ("trn", "baseval"):
             check_class_shown(data, ((x.name, x.class_id) for x in data.entries(fold, split)), f"{data.name} fold {fold} '{split}' list")
 
@@ -212,10 +213,10 @@ def check_released(ctx: StageContext) -> None:
     """Read and check each released decoder file against its method before any other work."""
     seen: set[str] = set()
     for e in ctx.plan.pending_evaluations:
-        ckpt = e.run.config.get("checkpoint")
+        ckpt = e.run.config.checkpoint
         if ckpt and ckpt not in seen:
             seen.add(ckpt)
-            method = ctx.workspace.make_method(e.run, e.run.config["train_backbone"])
+            method = ctx.workspace.make_method(e.run, e.run.config.train_backbone)
             ctx.workspace.load_decoder_into(method, e.run)
 
 
@@ -224,7 +225,7 @@ def generate_aux(ctx: StageContext) -> None:
     ws = ctx.workspace
     by_sup: dict[int, tuple[Any, list]] = {}  # one supplier per aux config (Workspace.aux_supplier)
     for e in ctx.plan.pending_evaluations:
-        if e.run.config.get("aux") and not e.run.config.get("incompatible"):
+        if e.run.config.aux and not e.run.config.incompatible:
             sup = ws.aux_supplier(e.run)
             by_sup.setdefault(id(sup), (sup, []))[1].extend(ws.episode_specs(e.run))
     for sup, specs in by_sup.values():

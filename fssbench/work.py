@@ -38,17 +38,17 @@ def train_decoder(ws: Workspace, decoder_id: str, run: Run, prog: Any, say: Call
 
     cfg = run.config
     tcfg = TrainConfig(**run.train_config)
-    method = ws.make_method(run, cfg["train_backbone"])
+    method = ws.make_method(run, cfg.train_backbone)
     out = ws.decoder_dir(decoder_id)
     task = prog.add_task(escape(f"train {decoder_id}"), total=tcfg.epochs * tcfg.episodes_per_epoch)
     summary = train(
         method,
         ws.dataset(),
-        cfg["fold"],
+        cfg.fold,
         ws.protocol(run),
         tcfg,
         out,
-        seed=cfg["seeds"]["train"],
+        seed=cfg.seeds["train"],
         shot=tcfg.shot,
         kind=tcfg.kind,
         val_episodes=tcfg.val_episodes,
@@ -60,9 +60,9 @@ def train_decoder(ws: Workspace, decoder_id: str, run: Run, prog: Any, say: Call
         return
     meta = {
         "decoder_id": decoder_id,
-        "method": cfg["method"],
-        "training_options": type(method).training_options(cfg["method_options"]),
-        "train_backbone": cfg["train_backbone"],
+        "method": cfg.method,
+        "training_options": type(method).training_options(cfg.method_options),
+        "train_backbone": cfg.train_backbone,
         "train_config": asdict(tcfg),
         # strict JSON: a validation that never gave a finite score is null, not NaN
         "summary": {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(summary).items()},
@@ -98,24 +98,24 @@ def evaluate_run(ws: Workspace, run: Run, part: tuple[int, int] | None, prog: An
 
     cfg = run.config
     started = time.time()
-    if cfg.get("incompatible"):  # an explicit cell: nothing to evaluate, and the reason kept
+    if cfg.incompatible:  # an explicit cell: nothing to evaluate, and the reason kept
         result = RunResult(
             run_id=run.run_id,
             suite=ws.suite.name,
-            config=cfg | {"profile": ws.suite.profile, "suite_file": str(ws.suite.source)},
+            config=cfg.as_dict() | {"profile": ws.suite.profile, "suite_file": str(ws.suite.source)},
             episode_hash=ws.episode_list(run).hash,
             metrics={},
             records=[],
             provenance=environment(),
             status="incompatible",
-            reason=cfg["incompatible"],
+            reason=cfg.incompatible,
         )
         result.save(ws.out)
         return result
-    method = ws.make_method(run, cfg["train_backbone"])
+    method = ws.make_method(run, cfg.train_backbone)
     decoder = ws.load_decoder_into(method, run)
-    if cfg["eval_backbone"] != cfg["train_backbone"]:
-        method.set_backbone(ws.backbone(cfg["eval_backbone"]))
+    if cfg.eval_backbone != cfg.train_backbone:
+        method.set_backbone(ws.backbone(cfg.eval_backbone))
     method.to(ws.device)
     lst = ws.episode_list(run)
     specs = ws.episode_specs(run)
@@ -133,13 +133,13 @@ def evaluate_run(ws: Workspace, run: Run, part: tuple[int, int] | None, prog: An
             method,
             ws.dataset(),
             specs,
-            cfg["fold"],
-            cfg["kind"],
+            cfg.fold,
+            cfg.kind,
             ws.protocol(run),
             batch_size=int(ws.suite.eval.get("batch_size", 8)),
             device=ws.device,
-            sampling_seed=cfg["seeds"]["sampling"],
-            class_ids=ws.dataset().fold_classes(cfg["fold"]),
+            sampling_seed=cfg.seeds["sampling"],
+            class_ids=ws.dataset().fold_classes(cfg.fold),
             artefacts=n_art,
             n_boot=int(ws.suite.eval.get("n_boot", 1000)),
             on_progress=lambda n: prog.advance(task, n),
@@ -159,10 +159,10 @@ def evaluate_run(ws: Workspace, run: Run, part: tuple[int, int] | None, prog: An
         "precision": "bf16-autocast" if ws.device.type == "cuda" else "fp32",
         "torch_threads": torch.get_num_threads(),
         "autocast": "bfloat16" if ws.device.type == "cuda" else None,
-        "eval_options": {k: cfg["method_options"].get(k) for k in sorted(cls.eval_options)},
+        "eval_options": {k: cfg.method_options.get(k) for k in sorted(cls.eval_options)},
         "backbones": {
-            "train": backbone_provenance(ws.backbone(cfg["train_backbone"])),
-            "eval": backbone_provenance(ws.backbone(cfg["eval_backbone"])),
+            "train": backbone_provenance(ws.backbone(cfg.train_backbone)),
+            "eval": backbone_provenance(ws.backbone(cfg.eval_backbone)),
         },
         "trainable_parameters": sum(p.numel() for p in method.parameters()),
         "feature_cache": _cache_delta(cache_before, ws.feature_cache.stats.as_dict(), ws.feature_cache.max_bytes),
@@ -198,7 +198,7 @@ def _write_result(ws: Workspace, run: Run, episode_hash: str, records: list, met
     result = RunResult(
         run_id=run.run_id,
         suite=ws.suite.name,
-        config=run.config | {"profile": ws.suite.profile, "suite_file": str(ws.suite.source)},
+        config=run.config.as_dict() | {"profile": ws.suite.profile, "suite_file": str(ws.suite.source)},
         episode_hash=episode_hash,
         metrics=metrics,
         records=records,
@@ -218,7 +218,7 @@ def merge_parts(ws: Workspace, run: Run, n: int) -> RunResult:
     parts = [json.loads(part_file(ws.out, run.run_id, i, n).read_text()) for i in range(n)]
     records = [EpisodeRecord.from_dict(x) for p in parts for x in p["records"]]
     cfg = run.config
-    metrics = summarize(records, class_ids=ws.dataset().fold_classes(cfg["fold"]), n_boot=int(ws.suite.eval.get("n_boot", 1000)))
+    metrics = summarize(records, class_ids=ws.dataset().fold_classes(cfg.fold), n_boot=int(ws.suite.eval.get("n_boot", 1000)))
     if parts[0]["aux"] is not None:
         agg = dict(parts[0]["aux"])
         for k in ("fallbacks", "episodes_with_fallback", "images"):

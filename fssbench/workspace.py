@@ -85,15 +85,15 @@ class Workspace:
         return self._dataset
 
     def protocol(self, run: Run) -> Protocol:
-        return Protocol(**run.config["protocol_settings"])
+        return Protocol(**run.config.protocol_settings)
 
     def episode_list(self, run: Run) -> EpisodeList:
         """The run's frozen episode list (sampled once per process, saved under ``episodes/``)."""
         cfg = run.config
-        key = (cfg["fold"], cfg["shot"], cfg["episodes"], cfg["seeds"]["episodes"], cfg["protocol_settings"].get("min_fg_pixels", 0))
+        key = (cfg.fold, cfg.shot, cfg.episodes, cfg.seeds["episodes"], cfg.protocol_settings.get("min_fg_pixels", 0))
         if key not in self._episodes:
             lst = sample_episodes(
-                self.dataset(), cfg["fold"], cfg["shot"], cfg["episodes"], cfg["seeds"]["episodes"],
+                self.dataset(), cfg.fold, cfg.shot, cfg.episodes, cfg.seeds["episodes"],
                 split="val", min_fg_pixels=key[-1],
             )
             path = self.out / "episodes" / f"{lst.hash[:16]}.json"
@@ -108,8 +108,8 @@ class Workspace:
 
         cfg = run.config
         specs = self.episode_list(run).episodes
-        if cfg["supports"] == "other-class":
-            specs = other_class_specs(self.dataset(), specs, cfg["fold"], cfg["seeds"]["episodes"])
+        if cfg.supports == "other-class":
+            specs = other_class_specs(self.dataset(), specs, cfg.fold, cfg.seeds["episodes"])
         return specs
 
     # --- models --------------------------------------------------------------------------
@@ -138,8 +138,8 @@ class Workspace:
 
         cfg = run.config
         backbone = self.backbone(backbone_name)
-        seed_everything(cfg["seeds"]["train"])
-        return create_method(cfg["method"], backbone, **cfg["method_options"]).to(self.device)
+        seed_everything(cfg.seeds["train"])
+        return create_method(cfg.method, backbone, **cfg.method_options).to(self.device)
 
     def decoder_dir(self, decoder_id: str) -> Path:
         return decoder_dir(self.out, decoder_id)
@@ -151,7 +151,7 @@ class Workspace:
         """Load the run's trained or released decoder into ``method``; returns its provenance."""
         from fssbench.engine.checkpoint import load_decoder
 
-        released = run.config.get("checkpoint")
+        released = run.config.checkpoint
         if released:
             path = Path(released)
             if is_decoder_file(path):
@@ -181,7 +181,7 @@ class Workspace:
     def aux_supplier(self, run: Run, keep_controls: int = 0) -> Any:
         """The run's :class:`~fssbench.auxiliary.supplier.AuxSupplier` (``None`` without ``aux``);
         one per aux config, so the generator (a diffusion pipeline) is loaded once."""
-        cfg = run.config.get("aux")
+        cfg = run.config.aux
         if not cfg:
             return None
         from fssbench.auxiliary.cache import AuxCache
@@ -202,9 +202,9 @@ class Workspace:
     # --- sharding ----------------------------------------------------------------------------
     def n_shards(self, run: Run) -> int:
         """``eval.shards`` for this run (never more than its episodes; an incompatible cell is one)."""
-        if run.config.get("incompatible"):
+        if run.config.incompatible:
             return 1
-        return max(1, min(int(self.suite.eval.get("shards", 1)), int(run.config["episodes"])))
+        return max(1, min(int(self.suite.eval.get("shards", 1)), int(run.config.episodes)))
 
 
 def is_decoder_file(path: Path) -> bool:

@@ -271,10 +271,10 @@ def test_suite_with_aux_runs_and_reports(tmp_path, capsys):
     suite = load_suite(path)
     runs = suite.expand()
     assert len(runs) == 6 and len({r.decoder_id for r in runs if r.decoder_id}) == 1  # aux never re-trains
-    plain = [r for r in runs if "aux" not in r.config]
+    plain = [r for r in runs if r.config.aux is None]
     # runs without auxiliary supports keep the ids they have in a suite without any
     assert {r.run_id for r in plain} == {r.run_id for r in load_suite(_suite(tmp_path, "[none]", methods=methods, file="b.yaml")).expand()}
-    assert sorted(r.config["aux"]["condition"] for r in runs if "aux" in r.config) == ["hed", "hed", "mask", "mask"]
+    assert sorted(r.config.aux["condition"] for r in runs if r.config.aux) == ["hed", "hed", "mask", "mask"]
     res = tmp_path / "res"
     main(["run", str(path), "--results-dir", str(res)])
     out = capsys.readouterr().out

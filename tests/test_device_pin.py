@@ -12,7 +12,7 @@ import torch
 
 from fssbench.dispatch import DEVICE_ENV, auto_device
 from fssbench.errors import UserError
-from fssbench.runner import resolve_device
+from fssbench.workspace import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -183,7 +183,7 @@ def test_a_training_that_asks_for_several_gpus_runs_ddp_under_torchrun(tiny, tmp
     from fssbench.console import console
 
     s = load_suite(tiny, "tiny")
-    runs = [r for r in s.expand() if r.config["method"] == "hsnet" and r.config["supports"] == "own"]
+    runs = [r for r in s.expand() if r.config.method == "hsnet" and r.config.supports == "own"]
     runner = SuiteRunner(s, tmp_path / "r", device="cpu", workers=2, resources={"gpus": 2}, executor=LocalExecutor())
     said: list[str] = []
     with console.capture():

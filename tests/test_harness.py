@@ -103,7 +103,7 @@ def test_sampling_seed_alone_changes_the_noise(tmp_path):
     s = load_suite(suite_file(tmp_path, "[toy-stochastic]", matrix="shots: [1]\n      seeds: {episodes: [0], train: [0], sampling: [0, 1]}"))
     runs = s.expand()
     assert len(runs) == 2 and runs[0].decoder_id == runs[1].decoder_id
-    assert [r.config["seeds"] for r in runs] == [{"episodes": 0, "train": 0, "sampling": 0}, {"episodes": 0, "train": 0, "sampling": 1}]
+    assert [r.config.seeds for r in runs] == [{"episodes": 0, "train": 0, "sampling": 0}, {"episodes": 0, "train": 0, "sampling": 1}]
     stats = quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), runs)
     assert stats["trained"] == 1
     a, b = (load_result(tmp_path / "r" / f"{r.run_id}.json") for r in runs)
@@ -175,7 +175,7 @@ def test_kind_shot_pairs_and_per_kind_shot_ranges(tmp_path):
     f = suite_file(tmp_path, "[toy-stochastic]", matrix="kind_shots: [{kind: text, shots: [0]}, {kind: mask, shots: [1, 2]}]")
     (tmp_path / "t.yaml").write_text(f.read_text().replace("backbones: [toy-s]", "backbones: [toy-text]"))
     runs = load_suite(tmp_path / "t.yaml").expand()
-    assert [(r.config["kind"], r.config["shot"]) for r in runs] == [("text", 0), ("mask", 1), ("mask", 2)]
+    assert [(r.config.kind, r.config.shot) for r in runs] == [("text", 0), ("mask", 1), ("mask", 2)]
     for bad, why in (
         ("kind_shots: [{kind: text, shots: [1]}]", "1-shot text"),
         ("kind_shots: [{kind: mask, shots: [0]}]", "0-shot mask"),
@@ -237,7 +237,7 @@ def test_released_checkpoint_is_evaluated_without_training(tmp_path):
     ckpt = trained.decoder["checkpoint"]
     r = load_suite(suite_file(tmp_path, f"[{{name: toy-decoder, checkpoint: {ckpt}}}]", name="rel"))
     (run,) = r.expand()
-    assert run.decoder_id is None and run.config["checkpoint"] == ckpt
+    assert run.decoder_id is None and run.config.checkpoint == ckpt
     stats = quiet(SuiteRunner(r, tmp_path / "released", executor=LocalExecutor()), r.expand())
     assert stats["trained"] == 0
     (rel,) = list(iter_results(tmp_path / "released"))
@@ -277,7 +277,7 @@ def test_other_class_supports_keep_queries_and_ids(tmp_path):
 def test_support_control_runs_pair_with_the_real_runs(tmp_path):
     s = load_suite(suite_file(tmp_path, "[toy-colour]", matrix="shots: [1]\n      supports: [own, other-class]"))
     runs = s.expand()
-    assert [r.config["supports"] for r in runs] == ["own", "other-class"]
+    assert [r.config.supports for r in runs] == ["own", "other-class"]
     quiet(SuiteRunner(s, tmp_path / "r", executor=LocalExecutor()), runs)
     own, ctl = (load_result(tmp_path / "r" / f"{r.run_id}.json") for r in runs)
     assert [(x.episode_id, x.query) for x in own.records] == [(x.episode_id, x.query) for x in ctl.records]

@@ -177,7 +177,7 @@ def test_an_unknown_option_names_the_closest_known_one(tmp_path):
 def test_good_options_still_load_and_keep_their_values(tmp_path):
     opts = {"width": 8, "prior_size": 32, "eta": 0, "transform": "l2:exp", "train_transforms": ["l2:exp", "cosine"]}
     runs = load_suite(_suite(tmp_path, _entry("diffup", opts)), check_data=False).expand()
-    got = next(r.config["method_options"] for r in runs if r.config["method"] == "diffup")
+    got = next(r.config.method_options for r in runs if r.config.method == "diffup")
     assert {k: got[k] for k in opts} == opts and got["eta"] == 0 and isinstance(got["eta"], int)  # checked, not coerced
 
 

@@ -36,11 +36,11 @@ def test_method_seeds_replace_the_matrix_seeds_for_that_method_only(tmp_path):
     runs = load_suite(_suite(tmp_path, "{train: [0, 1, 2]}"), check_data=False).expand()
     by_method: dict[str, list[dict[str, int]]] = {}
     for r in runs:
-        by_method.setdefault(r.config["method"], []).append(r.config["seeds"])
+        by_method.setdefault(r.config.method, []).append(r.config.seeds)
     assert by_method["prototype"] == [{"episodes": 0, "train": 0, "sampling": 0}]
     assert [s["train"] for s in by_method["hsnet"]] == [0, 1, 2]
     assert {s["episodes"] for s in by_method["hsnet"]} == {0}  # same episodes: paired with prototype
-    assert len({r.decoder_id for r in runs if r.config["method"] == "hsnet"}) == 3
+    assert len({r.decoder_id for r in runs if r.config.method == "hsnet"}) == 3
 
 
 def test_seed_zero_keeps_its_ids(tmp_path):
@@ -59,6 +59,6 @@ def test_bad_method_seeds_are_one_line(tmp_path):
 
 def test_smoke_gates_hm_on_three_training_seeds():
     runs = load_suite(ROOT / "suites" / "smoke.yaml", "quick", check_data=False).expand()
-    hm = {r.config["seeds"]["train"] for r in runs if r.config["method"] == "hm"}
+    hm = {r.config.seeds["train"] for r in runs if r.config.method == "hm"}
     assert hm == {0, 1, 2}
-    assert {r.config["seeds"]["train"] for r in runs if r.config["method"] == "hsnet"} == {0}
+    assert {r.config.seeds["train"] for r in runs if r.config.method == "hsnet"} == {0}

@@ -77,9 +77,9 @@ def test_kshot_quick_sweeps_steps_and_ensemble_from_one_decoder(tmp_path, defaul
     path = tiny("kshot", tmp_path, default_root, folds=[0])
     from fssbench.suite import load_suite
 
-    runs = [r for r in load_suite(path).expand() if r.config["method"] == "diffup"]
+    runs = [r for r in load_suite(path).expand() if r.config.method == "diffup"]
     assert len({r.decoder_id for r in runs}) == 1  # steps, ensemble and k never re-train
-    assert {(r.config["kind"], r.config["shot"]) for r in runs} == {("text", 0), ("mask", 1), ("mask", 2), ("mask", 5), ("mask", 10)}
+    assert {(r.config.kind, r.config.shot) for r in runs} == {("text", 0), ("mask", 1), ("mask", 2), ("mask", 5), ("mask", 10)}
     rep = run_and_report(path, tmp_path)
     assert (rep / "fig_sensitivity.png").is_file() and (rep / "fig_kshot_pascal_hsnet.png").is_file()
     import pandas as pd

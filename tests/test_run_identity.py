@@ -56,7 +56,7 @@ DIGESTS = {
 
 def _rows(suite) -> list[list]:
     """What a result file and a decoder folder are keyed on, in the JSON form they are written in."""
-    return [[r.run_id, r.decoder_id, r.config, r.train_config] for r in suite.expand()]
+    return [[r.run_id, r.decoder_id, r.config.as_dict(), r.train_config] for r in suite.expand()]
 
 
 def test_smoke_run_ids_are_pinned() -> None:

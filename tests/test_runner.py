@@ -136,7 +136,7 @@ def test_run_ids_ignore_label_and_order(tmp_path, synth_root):
     for methods in (f"prototype, {hm}", f"{hm}, {{name: prototype, label: floor}}"):
         (tmp_path / "s.yaml").write_text(text % (methods, synth_root))
         runs = load_suite(tmp_path / "s.yaml").expand()
-        got.append({r.config["method_options"]["hybrid_masking"]: (r.run_id.rsplit("-", 1)[1], r.config["method_rank"]) for r in runs})
+        got.append({r.config.method_options["hybrid_masking"]: (r.run_id.rsplit("-", 1)[1], r.config.method_rank) for r in runs})
     assert got[0][True][0] == got[1][True][0] and got[0][False][0] == got[1][False][0]
     assert (got[0][False][1], got[0][True][1]) == (0, 1) and (got[1][True][1], got[1][False][1]) == (0, 1)
 

@@ -29,7 +29,7 @@ def test_every_profile_of_every_suite_expands(path, profile):
 
 
 def _pairs(runs, method):
-    return {(r.config["train_backbone"], r.config["eval_backbone"]) for r in runs if r.config["method"] == method}
+    return {(r.config.train_backbone, r.config.eval_backbone) for r in runs if r.config.method == method}
 
 
 def test_backbone_upgrade_quick_is_the_full_zoo_matrix_for_every_method():
@@ -39,15 +39,15 @@ def test_backbone_upgrade_quick_is_the_full_zoo_matrix_for_every_method():
         assert _pairs(runs, m) == full, m
     # HSNet: every row but zoo-vit's (its ViT training does not fit the budget; the suite says so)
     assert _pairs(runs, "hsnet") == {p for p in full if p[0] != "zoo-vit"}
-    assert {r.config["shot"] for r in runs} == {1}
+    assert {r.config.shot for r in runs} == {1}
     # the paper's three upgrade kinds start from zoo-rn-s: scale-up, CNN -> ViT, supervised -> image-text
     assert {("zoo-rn-s", "zoo-rn-m"), ("zoo-rn-s", "zoo-vit"), ("zoo-rn-s", "zoo-clip-rn")} <= _pairs(runs, "diffup")
     # HSNet onto / from the ViT: explicit incompatible cells, never dropped; DiffUp: none
-    bad = {(r.config["train_backbone"], r.config["eval_backbone"]) for r in runs if r.config["method"] == "hsnet" and r.config.get("incompatible")}
+    bad = {(r.config.train_backbone, r.config.eval_backbone) for r in runs if r.config.method == "hsnet" and r.config.incompatible}
     assert bad == {(a, "zoo-vit") for a in ZOO if a != "zoo-vit"}
-    assert not any(r.config.get("incompatible") for r in runs if r.config["method"] != "hsnet")
+    assert not any(r.config.incompatible for r in runs if r.config.method != "hsnet")
     # one decoder per (method, training backbone): evaluation backbones never re-train
-    assert len({r.decoder_id for r in runs if r.config["method"] == "diffup"}) == 4
+    assert len({r.decoder_id for r in runs if r.config.method == "diffup"}) == 4
 
 
 def test_backbone_upgrade_full_profile_adds_only_hsnets_vit_row():
@@ -55,14 +55,14 @@ def test_backbone_upgrade_full_profile_adds_only_hsnets_vit_row():
     full = load_suite(UPGRADE, "full", check_data=False).expand()
     extra = [r for r in full if r.run_id not in quick]
     assert quick <= {r.run_id for r in full}  # the quick profile's runs, same ids: reused, never re-run
-    assert {(r.config["method"], r.config["train_backbone"]) for r in extra} == {("hsnet", "zoo-vit")}
+    assert {(r.config.method, r.config.train_backbone) for r in extra} == {("hsnet", "zoo-vit")}
     assert _pairs(extra, "hsnet") == {("zoo-vit", b) for b in ZOO}
 
 
 def test_backbone_upgrade_ci_profile_gates_the_quick_diffup_decoder():
-    quick = [r for r in load_suite(UPGRADE, "quick", check_data=False).expand() if r.config["method"] == "diffup"]
-    ci = [r for r in load_suite(UPGRADE, "ci", check_data=False).expand() if r.config["method"] == "diffup"]
-    assert {r.decoder_id for r in ci} == {r.decoder_id for r in quick if r.config["train_backbone"] == "zoo-rn-s"}
+    quick = [r for r in load_suite(UPGRADE, "quick", check_data=False).expand() if r.config.method == "diffup"]
+    ci = [r for r in load_suite(UPGRADE, "ci", check_data=False).expand() if r.config.method == "diffup"]
+    assert {r.decoder_id for r in ci} == {r.decoder_id for r in quick if r.config.train_backbone == "zoo-rn-s"}
     assert _pairs(ci, "diffup") == {("zoo-rn-s", b) for b in ("zoo-rn-s", "zoo-rn-m", "zoo-vit")}
 
 
@@ -70,8 +70,8 @@ def test_backbone_upgrade_paper_profile_is_table_5():
     runs = load_suite(UPGRADE, "paper", check_data=False).expand()
     table5 = ["clip-rn50", "clip-rn101", "clip-vit-b16", "in1k-rn50", "in1k-rn101", "in1k-rn152"]
     assert _pairs(runs, "diffup") == {(a, b) for a in table5 for b in table5}
-    assert {r.config["fold"] for r in runs} == {3} and {r.config["shot"] for r in runs} == {1}
-    du = next(r for r in runs if r.config["method"] == "diffup").config["method_options"]
+    assert {r.config.fold for r in runs} == {3} and {r.config.shot for r in runs} == {1}
+    du = next(r for r in runs if r.config.method == "diffup").config.method_options
     assert (du["width"], du["timesteps"], du["sampling_steps"]) == (40, 250, 50)
 
 
@@ -128,16 +128,16 @@ episodes: 4
 def test_diffss_suite_pairs_every_condition_with_its_plain_run():
     runs = load_suite(DIFFSS, "quick", check_data=False).expand()
     methods = {"prototype", "hsnet", "hm", "diffup"}
-    assert {r.config["method"] for r in runs} == methods and {r.config["shot"] for r in runs} == {1}
+    assert {r.config.method for r in runs} == methods and {r.config.shot for r in runs} == {1}
     for m in methods:
-        mine = [r for r in runs if r.config["method"] == m]
-        assert sorted((r.config.get("aux") or {}).get("condition", "none") for r in mine) == ["hed", "mask", "none", "scribble"]
+        mine = [r for r in runs if r.config.method == m]
+        assert sorted((r.config.aux or {}).get("condition", "none") for r in mine) == ["hed", "mask", "none", "scribble"]
         assert len({r.decoder_id for r in mine}) == 1  # auxiliary supports never re-train
-        assert all(r.config["aux"]["backend"] == "offline" and r.config["aux"]["aux_shots"] == 4 for r in mine if r.config.get("aux"))
+        assert all(r.config.aux["backend"] == "offline" and r.config.aux["aux_shots"] == 4 for r in mine if r.config.aux)
     paper = load_suite(DIFFSS, "paper", check_data=False).expand()
-    assert {r.config["fold"] for r in paper} == {0, 1, 2, 3}
-    assert {r.config["aux"]["backend"] for r in paper if r.config.get("aux")} == {"controlnet"}
-    cfg = next(r.config["aux"] for r in paper if r.config.get("aux"))
+    assert {r.config.fold for r in paper} == {0, 1, 2, 3}
+    assert {r.config.aux["backend"] for r in paper if r.config.aux} == {"controlnet"}
+    cfg = next(r.config.aux for r in paper if r.config.aux)
     assert (cfg["guidance"], cfg["size"], cfg["aux_shots"]) == (9.0, 512, 4) and "a real shot photo of" in cfg["prompt"]
 
 
@@ -167,9 +167,9 @@ def test_options_added_later_keep_earlier_run_ids_at_their_default():
     assert "quality" in cls.quiet_defaults and "quality" not in cls.resolved_options({})
     assert cls.resolved_options({"quality": "none"})["quality"] == "none"
     runs = load_suite(UPGRADE, "quick", check_data=False).expand()
-    assert not any("quality" in r.config["method_options"] for r in runs if r.config["method"] == "diffup")
+    assert not any("quality" in r.config.method_options for r in runs if r.config.method == "diffup")
     abl = load_suite(ROOT / "suites" / "ablation.yaml", "quick", check_data=False).expand()
-    assert {r.config["method_options"].get("quality") for r in abl} == {None, "no_err", "no_iou", "none"}
+    assert {r.config.method_options.get("quality") for r in abl} == {None, "no_err", "no_iou", "none"}
 
 
 @pytest.mark.parametrize("name", ["annotation_types", "transform_fn", "ablation", "kshot"])

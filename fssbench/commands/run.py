@@ -78,10 +78,10 @@ def run(
             table.add_column(col)
         for r in runs:
             c = r.config
-            bb = c["train_backbone"] if c["train_backbone"] == c["eval_backbone"] else f"{c['train_backbone']}->{c['eval_backbone']}"
-            seeds = "/".join(str(c["seeds"][k]) for k in ("episodes", "train", "sampling"))
+            bb = c.train_backbone if c.train_backbone == c.eval_backbone else f"{c.train_backbone}->{c.eval_backbone}"
+            seeds = "/".join(str(c.seeds[k]) for k in ("episodes", "train", "sampling"))
             status = "done" if runner.is_done(r) else "pending"
-            cells = (r.run_id, c["label"], bb, str(c["fold"]), str(c["shot"]), c["kind"], seeds, c["supports"],
+            cells = (r.run_id, c.label, bb, str(c.fold), str(c.shot), c.kind, seeds, c.supports,
                      r.decoder_id or "-", plan.decoder_status(r), status)
             table.add_row(*(escape(x) for x in cells))
         console.print(table)

@@ -69,8 +69,8 @@ class Graph:
         evals = [t for t in self.tasks if t.kind != "train"]
         first: dict[tuple, int] = {}
         for i, t in enumerate(evals):
-            first.setdefault((t.run.config.get("eval_backbone"), t.run.config.get("method")), i)
-        evals.sort(key=lambda t: first[(t.run.config.get("eval_backbone"), t.run.config.get("method"))])
+            first.setdefault((t.run.config.eval_backbone, t.run.config.method), i)
+        evals.sort(key=lambda t: first[(t.run.config.eval_backbone, t.run.config.method)])
         return trains + evals
 
 
@@ -93,7 +93,7 @@ def build_graph(
         pending_train.add(d.decoder_id)
     for e in plan.pending_evaluations:
         r = e.run
-        deps = (f"train:{r.decoder_id}",) if r.decoder_id in pending_train and not r.config.get("incompatible") else ()
+        deps = (f"train:{r.decoder_id}",) if r.decoder_id in pending_train and not r.config.incompatible else ()
         n = shards_of(r)
         if n == 1:
             g.tasks.append(Task(f"eval:{r.run_id}", "eval", r, res["eval"], deps, decoder_id=r.decoder_id))

@@ -39,11 +39,11 @@ def _replay(runner: Workspace, runs, specs, cache: FeatureCache) -> float:
     for run in runs:
         cfg = run.config
         torch.manual_seed(0)
-        method = create_method(cfg["method"], runner.backbone(cfg["train_backbone"]), **cfg["method_options"])
-        if cfg["eval_backbone"] != cfg["train_backbone"]:
-            method.set_backbone(runner.backbone(cfg["eval_backbone"]))
+        method = create_method(cfg.method, runner.backbone(cfg.train_backbone), **cfg.method_options)
+        if cfg.eval_backbone != cfg.train_backbone:
+            method.set_backbone(runner.backbone(cfg.eval_backbone))
         with feature_cache(cache):
-            evaluate(method, runner.dataset(), specs, cfg["fold"], cfg["kind"], runner.protocol(run), batch_size=16, n_boot=10)
+            evaluate(method, runner.dataset(), specs, cfg.fold, cfg.kind, runner.protocol(run), batch_size=16, n_boot=10)
     return time.perf_counter() - t0
 
 
@@ -54,8 +54,8 @@ def test_bench_feature_cache_quick_matrix(benchmark, tmp_path):
 
         generate(REPO / "data" / "synth", seed=0, force=True, show_progress=False)
     runner = Workspace(suite, tmp_path / "r", torch.device("cpu"))
-    runs = [r for r in suite.expand() if not r.config.get("incompatible")]
-    runs.sort(key=lambda r: (r.config["eval_backbone"], r.config["method"]))
+    runs = [r for r in suite.expand() if not r.config.incompatible]
+    runs.sort(key=lambda r: (r.config.eval_backbone, r.config.method))
     ds: CachedDataset = runner.dataset()
     specs = sample_episodes(ds, 0, 1, EPISODES, 0).episodes
     out = {}

@@ -1,26 +1,16 @@
-"""Suites: a YAML matrix of methods x backbones x folds x shots x kinds x seeds, plus a protocol.
-
-A suite file is data (``yaml.safe_load``). Profiles (e.g. ``quick`` on the embedded world,
-``paper`` on PASCAL-5i) are deep-merged over the suite's base settings (mappings merge, lists
-replace), so one matrix serves both. ``load_suite`` checks everything it can *before* any work
-starts and reports every problem on its own line.
-
-Each expanded run has a stable id: a readable prefix plus a hash of its resolved configuration.
-Runs that share a trained decoder (same method, options, training settings, training backbone,
-data, fold, seed) share a ``decoder_id`` so the decoder is trained once and reused for every
-evaluation that needs it (other shots, annotation kinds, or evaluation backbones).
+"""Suite schema: what a suite file says, as typed dataclasses, and the parsing of a (profile-merged)
+suite document into them. Every problem of shape or type is one line; what the names refer to
+(methods, backbones, datasets, files) is checked by ``fssbench.suite.checks``, and the matrix is
+turned into runs by ``fssbench.suite.expand``.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from fssbench.episode import ANNOTATION_KINDS
 from fssbench.errors import UserError
@@ -32,7 +22,6 @@ TOP_KEYS = {"name", "description", "matrix", "dataset", "protocol", "episodes", 
 MATRIX_KEYS = {"methods", "backbones", "folds", "shots", "kinds", "kind_shots", "seeds", "supports", "aux"}
 DATASET_KEYS = {"name", "root", "split_dir", "generate", "options"}
 METHOD_KEYS = {"name", "options", "train", "label", "checkpoint", "backbones", "kinds", "kind_shots", "seeds"}
-EVAL_KEYS = {"batch_size", "n_boot", "device", "artefacts", "shards", "feature_cache_gb"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 SEED_KEYS = ("episodes", "train", "sampling")
 """The three seeds, one meaning each: which episodes; decoder init and training; evaluation-time sampling."""
@@ -63,16 +52,6 @@ def canonical_hash(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:n]
 
 
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 @dataclass(frozen=True)
 class MethodEntry:
     name: str
@@ -92,13 +71,57 @@ class BackbonePair:
     eval: str
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run is: the resolved settings of one cell of the matrix. Written into its
+    result file as :meth:`as_dict` (these keys, in this order); the run id hashes all of them but
+    the presentation keys."""
+
+    method: str
+    label: str
+    method_rank: int
+    method_options: dict[str, Any]
+    train_backbone: str
+    eval_backbone: str
+    dataset: str
+    root: str
+    split_dir: str | None
+    dataset_options: dict[str, Any]
+    fold: int
+    shot: int
+    kind: str
+    seeds: dict[str, int]
+    protocol: str
+    protocol_settings: dict[str, Any]
+    episodes: int
+    decoder_id: str | None
+    checkpoint: str | None
+    """A released decoder file: evaluated as it is, never trained."""
+    supports: str
+    incompatible: str | None
+    """Why a stitched cell cannot be evaluated (kept in its result), else None."""
+    aux: dict[str, Any] | None = None
+    """The run's auxiliary-support settings (``fssbench.auxiliary``); absent from the dict without them."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The configuration as written in the run's result file (``aux`` only when set)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.aux is None:
+            del d["aux"]
+        return d
+
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: everything but the presentation keys."""
+        return {k: v for k, v in self.as_dict().items() if k not in PRESENTATION_KEYS}
+
+
 @dataclass
 class Run:
     """One evaluation of one method on one cell of the matrix."""
 
     run_id: str
     decoder_id: str | None
-    config: dict[str, Any]
+    config: RunConfig
     train_config: dict[str, Any] | None
 
 
@@ -126,6 +149,8 @@ class Suite:
     resources: dict[str, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     """``resources.train`` / ``resources.eval``, parsed (defaults filled in): what a cluster executor
     requests per task (``fssbench.resources``); no part of any run's identity."""
+    runs: tuple[Run, ...] = ()
+    """The matrix expanded (``fssbench.suite.expand``), once, when the suite loads."""
 
     @property
     def kinds(self) -> list[str]:
@@ -155,144 +180,17 @@ class Suite:
         return list(dict.fromkeys([bb for m in self.methods for bb in self.method_backbones(m)] + list(self.backbones)))
 
     def expand(self) -> list[Run]:
-        """Every run of the matrix, in a stable order (method, backbones, fold, seeds, kind/shot, supports).
-
-        The decoder id hashes only what training depends on (method, its training options, the
-        training settings, the training backbone, data, fold, training seed, protocol); evaluation
-        options, the evaluation backbone, kind, shot, supports and the episode/sampling seeds only
-        change the run id, so they never cause re-training.
-        """
-        from fssbench.methods import get_method_class
-        from fssbench.protocols import get_protocol
-
-        proto = get_protocol(self.protocol.get("name", "hsnet"), **{k: v for k, v in self.protocol.items() if k != "name"})
-        n_eps = self.episodes if self.episodes is not None else proto.episodes_for(self.dataset["name"])
-        data = {"name": self.dataset["name"], "root": str(self.dataset["root"])}
-        if self.dataset.get("split_dir"):
-            data["split_dir"] = str(self.dataset["split_dir"])
-        if self.dataset.get("options"):
-            data["options"] = dict(self.dataset["options"])
-        runs: list[Run] = []
-        for rank, m in enumerate(self.methods):
-            cls = get_method_class(m.name)
-            options = cls.resolved_options(m.options)
-            trains = cls.capabilities.trains and m.checkpoint is None
-            tcfg = {**_dataclass_dict(cls.default_train), **self.train, **m.train} if trains else None
-            for bb in self.method_backbones(m):
-                incompatible = None
-                if bb.train != bb.eval:
-                    from fssbench.backbones import get_backbone_info
-
-                    incompatible = cls.stitch_incompatible(
-                        options, get_backbone_info(split_backbone(bb.train)[0]), get_backbone_info(split_backbone(bb.eval)[0])
-                    )
-                for fold in self.folds:
-                    for seeds in self.method_seeds(m):
-                        decoder_id = None
-                        if trains:
-                            dkey = {
-                                "method": m.name,
-                                "options": cls.training_options(options),
-                                "train": tcfg,
-                                "backbone": bb.train,
-                                "dataset": data,
-                                "fold": fold,
-                                "seed": seeds["train"],
-                                "protocol": proto.to_dict(),
-                            }
-                            decoder_id = f"{m.name}-{bb.train}-f{fold}-s{seeds['train']}-{canonical_hash(dkey, 10)}".replace(":", "+")
-                        for kind, shot in self.method_kind_shots(m):
-                            for supports, aux_cond in [(sp, a) for sp in self.supports for a in self.aux_conditions]:
-                                config = {
-                                    "method": m.name,
-                                    "label": m.label,
-                                    "method_rank": rank,
-                                    "method_options": options,
-                                    "train_backbone": bb.train,
-                                    "eval_backbone": bb.eval,
-                                    "dataset": data["name"],
-                                    "root": data["root"],
-                                    "split_dir": data.get("split_dir"),
-                                    "dataset_options": data.get("options", {}),
-                                    "fold": fold,
-                                    "shot": shot,
-                                    "kind": kind,
-                                    "seeds": dict(seeds),
-                                    "protocol": proto.name,
-                                    "protocol_settings": proto.to_dict(),
-                                    "episodes": n_eps,
-                                    "decoder_id": decoder_id,
-                                    "checkpoint": m.checkpoint,
-                                    "supports": supports,
-                                    "incompatible": incompatible,
-                                }
-                                stitch = "" if bb.train == bb.eval else f"-to-{bb.eval}"
-                                ctl = "" if supports == "own" else f"-{supports}"
-                                if aux_cond != "none":  # only then: runs without aux keep their ids
-                                    from fssbench.auxiliary.supplier import run_aux_config
-
-                                    config["aux"] = run_aux_config(self.aux, aux_cond)
-                                    ctl += f"-aux{self.aux['aux_shots']}{aux_cond}"
-                                run_id = (
-                                    f"{m.label}-{bb.train}{stitch}-f{fold}-{shot}shot-{kind}{ctl}-s{seed_tag(seeds)}-"
-                                    f"{canonical_hash({k: v for k, v in config.items() if k not in PRESENTATION_KEYS}, 10)}"
-                                ).replace(":", "+")
-                                runs.append(Run(run_id, decoder_id, config, tcfg))
-        return runs
-
-
-def seed_tag(seeds: dict[str, int]) -> str:
-    """``0`` when the three seeds agree, else ``e0t1s2`` (episodes, train, sampling)."""
-    vals = [seeds[k] for k in SEED_KEYS]
-    return str(vals[0]) if len(set(vals)) == 1 else "".join(f"{k[0]}{v}" for k, v in zip(SEED_KEYS, vals))
-
-
-def _dataclass_dict(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+        """Every run of the matrix, in a stable order (``fssbench.suite.expand``)."""
+        return list(self.runs)
 
 
 def _is_int(v: Any) -> bool:
     return type_ok(v, int)
 
 
-def load_suite(
-    path: str | Path, profile: str | None = None, *, check_data: bool = True, weights_dir: str | Path | None = None
-) -> Suite:
-    """Parse, merge the profile, and validate a suite; raises ``SuiteError`` listing every problem.
-
-    With ``check_data`` the data root and every backbone's weights file (looked up in
-    ``weights_dir``, ``$FSSBENCH_WEIGHTS`` and the library caches) must be there: a paper profile
-    without them fails here, before any work, naming each missing file and where it goes."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"suite file '{path}' is a folder, not a file; pass a YAML file such as suites/smoke.yaml")
-    if not path.is_file():
-        raise UserError(f"suite file '{path}' not found; pass a YAML file such as suites/smoke.yaml")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"suite file '{path}' is not valid YAML{where}; fix the syntax") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"suite file '{path}' must be a mapping with keys such as name, matrix, dataset")
-    problems: list[str] = []
-    profiles = doc.get("profiles") or {}
-    if not isinstance(profiles, dict):
-        problems.append("'profiles' must be a mapping of profile name -> settings")
-        profiles = {}
-    chosen = profile or doc.get("default_profile")
-    if chosen is not None:
-        if chosen not in profiles:
-            raise SuiteError(str(path), [f"unknown profile '{chosen}'; profiles: {', '.join(profiles) or 'none'}"])
-        over = profiles[chosen] or {}
-        if not isinstance(over, dict):
-            raise SuiteError(str(path), [f"profile '{chosen}' must be a mapping"])
-        bad = sorted(set(over) - (TOP_KEYS - {"profiles", "default_profile", "name"}))
-        if bad:
-            problems.append(f"profile '{chosen}' has unknown key(s) {', '.join(bad)}")
-        doc = deep_merge({k: v for k, v in doc.items() if k not in ("profiles",)}, over)
-
+def parse_suite(doc: dict[str, Any], path: Path, profile: str | None, problems: list[str]) -> Suite:
+    """The suite a (profile-merged) document describes; every problem of its shape and types is
+    added to ``problems`` (one line each) and a usable stand-in value parsed in its place."""
     for k in sorted(set(doc) - TOP_KEYS):
         problems.append(f"unknown key '{k}' (valid: {', '.join(sorted(TOP_KEYS))})")
     name = doc.get("name")
@@ -343,22 +241,10 @@ def load_suite(
     if episodes is not None and (not _is_int(episodes) or episodes <= 0):
         problems.append(f"'episodes' must be a positive integer, got {episodes!r}")
         episodes = None
-    train = doc.get("train") or {}
-    if not isinstance(train, dict):
-        problems.append("'train' must be a mapping of training settings")
-        train = {}
-    for k in sorted(set(train) - TRAIN_KEYS):
-        problems.append(f"unknown key 'train.{k}' (valid: {', '.join(sorted(TRAIN_KEYS))})")
-    _check_types(train, TRAIN_TYPES, "train", problems)
+    train = _settings(doc, "train", TRAIN_TYPES, "a mapping of training settings", problems)
     for i, m in enumerate(methods):
         _check_types(m.train, TRAIN_TYPES, f"matrix.methods[{i}].train", problems)
-    ev = doc.get("eval") or {}
-    if not isinstance(ev, dict):
-        problems.append("'eval' must be a mapping")
-        ev = {}
-    for k in sorted(set(ev) - EVAL_KEYS):
-        problems.append(f"unknown key 'eval.{k}' (valid: {', '.join(sorted(EVAL_KEYS))})")
-    _check_types(ev, EVAL_TYPES, "eval", problems)
+    ev = _settings(doc, "eval", EVAL_TYPES, "a mapping", problems)
     fc = ev.get("feature_cache_gb", 0)
     if isinstance(fc, (int, float)) and not isinstance(fc, bool) and fc < 0:
         problems.append(f"'eval.feature_cache_gb' must be >= 0 (0 turns the feature cache off), got {fc!r}")
@@ -368,7 +254,7 @@ def load_suite(
     suite = Suite(
         name=name,
         description=str(doc.get("description", "")),
-        profile=chosen,
+        profile=profile,
         source=path,
         dataset=dataset,
         protocol=protocol,
@@ -385,14 +271,22 @@ def load_suite(
         aux=aux_settings,
         resources=resources,
     )
-    if not problems:
-        _check_registries(suite, problems, check_data=check_data, weights_dir=weights_dir)
-    if problems:
-        raise SuiteError(str(path), problems)
     return suite
 
 
 TRAIN_TYPES = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
+
+
+def _settings(doc: dict[str, Any], key: str, types: dict[str, type], what: str, problems: list[str]) -> dict[str, Any]:
+    """A top-level settings mapping (``train``, ``eval``): known keys only, each of its type."""
+    value = doc.get(key) or {}
+    if not isinstance(value, dict):
+        problems.append(f"'{key}' must be {what}")
+        return {}
+    for k in sorted(set(value) - set(types)):
+        problems.append(f"unknown key '{key}.{k}' (valid: {', '.join(sorted(types))})")
+    _check_types(value, types, key, problems)
+    return value
 
 
 def _check_types(values: dict[str, Any], types: dict[str, type], where: str, problems: list[str]) -> None:
@@ -533,101 +427,3 @@ def _parse_backbones(value: Any, problems: list[str], where: str = "matrix.backb
         else:
             problems.append(f"{where}[{i}] must be a name or a mapping {{train: NAME, eval: NAME|[NAMES]}}")
     return out
-
-
-def _check_registries(suite: Suite, problems: list[str], *, check_data: bool, weights_dir: str | Path | None = None) -> None:
-    from fssbench.backbones import backbone_names
-    from fssbench.datasets import dataset_names, get_dataset, is_dataset_name
-    from fssbench.methods import get_method_class, method_names
-    from fssbench.protocols import get_protocol
-
-    known_methods = method_names()
-    known_bb = set(backbone_names())
-    for m in suite.methods:
-        if m.name not in known_methods:
-            problems.append(f"unknown method '{m.name}' (known: {', '.join(known_methods)})")
-            continue
-        cls = get_method_class(m.name)
-        problems.extend(cls.option_problems(m.options, m.label))
-        if not suite.method_kind_shots(m):
-            problems.append(f"method '{m.label}': none of its kinds {', '.join(m.kinds or ())} is in the matrix's kinds")
-        for kind, shot in suite.method_kind_shots(m):
-            why = cls.capabilities.supports(kind, shot)
-            if why:
-                problems.append(f"method '{m.name}' does not support {why}; drop it from the matrix or use matrix.kind_shots")
-        if m.checkpoint is not None:
-            cp = Path(m.checkpoint)
-            if not cp.exists():
-                problems.append(f"checkpoint '{cp}' of method '{m.label}' not found; put the decoder file there or fix the path")
-            elif not cp.is_file():
-                problems.append(f"checkpoint '{cp}' of method '{m.label}' is a folder, not a file; name the .pt file")
-        why = cls.stitch_refused({**cls.default_config, **m.options})
-        if why:
-            for bb in suite.method_backbones(m):
-                if bb.train != bb.eval:
-                    problems.append(f"{why} ({bb.train} -> {bb.eval}); evaluate it on its training backbone")
-                    break
-    from fssbench.backbones import get_backbone_info
-
-    for bb in suite.all_backbones():
-        for name in sorted({bb.train, bb.eval}):
-            base, variant = split_backbone(name)
-            if base not in known_bb:
-                problems.append(f"unknown backbone '{base}' (see `fssbench backbones`)")
-            elif variant not in BACKBONE_VARIANTS:
-                problems.append(f"unknown backbone variant '{name}'; the only variant is '{base}:random' (random init)")
-    if check_data:
-        from fssbench.backbones import weights_status
-
-        needed = sorted({split_backbone(n)[0] for bb in suite.all_backbones() for n in (bb.train, bb.eval)
-                         if split_backbone(n)[1] != "random" and split_backbone(n)[0] in known_bb})
-        for base in needed:
-            status = weights_status(base, weights_dir)
-            if status is not None and not status.ok:
-                problems.append(str(status.error()))
-    for m in suite.methods:
-        if m.name not in known_methods:
-            continue
-        caps = get_method_class(m.name).capabilities
-        for kind in dict.fromkeys(k for k, _ in suite.method_kind_shots(m)):
-            for name in sorted({bb.eval for bb in suite.method_backbones(m)}):
-                base, _ = split_backbone(name)
-                if base in known_bb:
-                    why = caps.backbone_problem(kind, get_backbone_info(base))
-                    if why:
-                        problems.append(f"method '{m.label}': {why}; use a CLIP-style backbone for {kind} supports")
-    used = [c for c in suite.aux_conditions if c != "none"]
-    if used and "text" in suite.kinds:
-        problems.append("auxiliary supports need support images: drop kind 'text' from the matrix or 'aux' conditions")
-    if used and check_data:
-        from fssbench.auxiliary.supplier import settings_problems
-
-        problems.extend(settings_problems(suite.aux, used, weights_dir))
-    try:
-        get_protocol(suite.protocol.get("name", "hsnet"), **{k: v for k, v in suite.protocol.items() if k != "name"})
-    except UserError as exc:
-        problems.append(str(exc))
-    except TypeError as exc:
-        problems.append(f"protocol settings: {exc}")
-    dname = suite.dataset.get("name")
-    if not isinstance(dname, str) or not is_dataset_name(dname):
-        problems.append(f"unknown dataset '{dname}' (known: {', '.join(dataset_names())})")
-        return
-    root = suite.dataset.get("root")
-    if not isinstance(root, str):
-        problems.append("'dataset.root' must be a path")
-        return
-    gen = suite.dataset.get("generate")
-    if not (gen in (None, "synth") or (isinstance(gen, dict) and set(gen) <= {"seed", "size"})):
-        problems.append(f"'dataset.generate' must be 'synth', a mapping {{seed, size}}, or absent; got {gen!r}")
-    if check_data and Path(root).exists() and not Path(root).is_dir():
-        problems.append(f"dataset root '{root}' is a file, not a folder; point dataset.root at the {dname} folder")
-        return
-    if check_data and gen is None and not Path(root).is_dir():
-        problems.append(f"dataset root '{root}' does not exist; download {dname} there or fix dataset.root")
-        return
-    if check_data and Path(root).is_dir():
-        ds = get_dataset(dname, root, split_dir=suite.dataset.get("split_dir"), **(suite.dataset.get("options") or {}))
-        for f in suite.folds:
-            if not 0 <= f < ds.n_folds:
-                problems.append(f"fold {f} is out of range for {ds.name} (0..{ds.n_folds - 1})")
